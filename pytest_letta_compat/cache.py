@@ -1,0 +1,37 @@
+"""Where installed Letta versions, migration scripts and Letta Code builds are kept.
+
+Shared by every run on the machine (concurrent runs and xdist workers take file locks);
+chosen by --letta-cache-dir, then LETTA_COMPAT_CACHE, then ~/.cache/pytest-letta-compat.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from filelock import FileLock
+
+ENV_VAR = "LETTA_COMPAT_CACHE"
+
+
+def cache_root(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        root = Path(explicit)
+    elif os.environ.get(ENV_VAR):
+        root = Path(os.environ[ENV_VAR])
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        root = Path(base) / "pytest-letta-compat"
+    root = root.expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextmanager
+def locked(path: Path, timeout: float = 1800) -> Iterator[None]:
+    """Hold an inter-process lock named after ``path`` (installs can take minutes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=timeout):
+        yield

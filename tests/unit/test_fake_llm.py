@@ -17,10 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import openai
 import pytest
 
-from pytest_letta_compat.fake_llm import FakeLLM
+openai = pytest.importorskip("openai", reason="the wire-protocol tests need the test extra: pip install -e '.[test]'")
+
+from pytest_letta_compat.fake_llm import FakeLLM  # noqa: E402
 
 SEND_MESSAGE = {
     "type": "function",

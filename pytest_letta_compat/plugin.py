@@ -68,6 +68,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "letta_check(name): the compatibility check a test belongs to "
                             "(smoke, schema, api, roundtrip, upgrade, letta_code); matched against the "
                             "matrix's [[known_incompatibility]] declarations.")
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist --dist loadgroup group (set per matrix entry).")
+    config.addinivalue_line("markers", "xdist_group(name): keep an entry's tests on one xdist worker "
+                            "(--dist loadgroup), so its server starts once")
     config.stash[SESSION_START_KEY] = time.monotonic()
     path, source = resolve_matrix_path(config)
     matrix = None
@@ -114,6 +117,7 @@ def _entry_of(item: pytest.Item) -> ServerEntry | UpgradeEntry | None:
     return params.get("letta_server_entry") or params.get("letta_upgrade_entry")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup hook reads the xdist_group markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     matrix: Matrix | None = config.stash.get(MATRIX_KEY, None)
     for item in items:
@@ -162,9 +166,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if "postgres_start" in t:
         tr.write_line(f"PostgreSQL ready in {t['postgres_start']:.1f} s")
     for key, seconds in sorted(t.items()):
-        if key.startswith(("install_", "migrate_")):
+        if key.startswith(("install_", "migrate_", "template_")):
             kind, version = key.split("_", 1)
-            tr.write_line(f"{kind} {version}: {seconds:.1f} s" + (" (cached)" if seconds == 0 else ""))
+            label = {"install": f"install Letta {version}", "migrate": f"alembic upgrade to {version}'s head",
+                     "template": f"template {version} restored from the cached dump"}[kind]
+            tr.write_line(f"{label}: {seconds:.1f} s" + (" (already in the cache)" if kind == "install" and seconds == 0 else ""))
     for stack in backend.stacks:
         if stack.started_in is not None:
             tr.write_line(f"Letta {stack.version} healthy {stack.started_in:.1f} s after its start ({stack.url})")

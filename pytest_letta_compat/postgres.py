@@ -239,6 +239,32 @@ class PostgresCluster:
                 conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
         return self.dsn(name)
 
+    def _client_env(self) -> dict[str, str]:
+        # the password travels in the environment, never on a command line
+        return {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.letta_password, "LC_ALL": "C"}
+
+    def dump_database(self, name: str, target: Path) -> None:
+        """``pg_dump -Fc`` of ``name`` into ``target``."""
+        self._client("pg_dump", ["-Fc", "-f", str(target), "-d", name])
+
+    def restore_database(self, name: str, dump: Path) -> str:
+        """A new database ``name`` restored from a ``pg_dump -Fc`` archive, laid out as
+        ``create_database`` does. Returns Letta's DSN for it."""
+        ident = sql.Identifier(name)
+        with self.connect("postgres", admin=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 OWNER letta").format(ident))
+            conn.execute(sql.SQL("ALTER DATABASE {} SET search_path TO {}").format(ident, sql.Identifier(LETTA_SCHEMA)))
+        self._client("pg_restore", ["--no-owner", "--exit-on-error", "-d", name, str(dump)])
+        with self.connect(name) as conn:
+            conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+        return self.dsn(name)
+
+    def _client(self, tool: str, args: list[str]) -> None:
+        argv = [str(self.binaries.bin_dir / tool), "-h", self.host, "-p", str(self.port), "-U", "letta", *args]
+        proc = subprocess.run(argv, env=self._client_env(), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ProvisioningError(f"{tool} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+
     def drop_database(self, name: str) -> None:
         with self.connect("postgres", admin=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import tempfile
 import threading
@@ -13,6 +14,7 @@ import psycopg
 
 from .. import versions
 from ..errors import ProvisioningError
+from ..cache import locked
 from ..install import ensure_migration_scripts, ensure_server
 from ..matrix import PostgresSpec
 from ..migrate import upgrade_to_release
@@ -120,17 +122,37 @@ class NativeBackend(LettaBackend):
         return self._need_cluster().connect(database)
 
     def template(self, version: str) -> str:
-        """The name of a template database migrated to ``version``'s head (built once)."""
+        """The name of a template database at ``version``'s alembic head, built once per
+        session: restored from the cached dump of an earlier run, or migrated and dumped."""
         with self._lock:
             if version not in self._templates:
                 cluster = self._need_cluster()
                 name = "tmpl_" + version.replace(".", "_")
-                dsn = cluster.create_database(name)
-                self.timings[f"migrate_{version}"] = upgrade_to_release(
-                    dsn, version, self.cache, log_path=self.workdir / f"migrate-{name}.log")
+                head = versions.server_release(version).alembic_head
+                dump = (self.cache / "templates" / f"pg{cluster.binaries.major}"
+                        / f"{version}-{head}-{versions.MIGRATIONS_SDIST_SHA256[:12]}.dump")
+                started = time.monotonic()
+                if dump.exists():
+                    cluster.restore_database(name, dump)
+                    self.timings[f"template_{version}"] = time.monotonic() - started
+                else:
+                    self._install(versions.MIGRATIONS_SOURCE)
+                    dsn = cluster.create_database(name)
+                    self.timings[f"migrate_{version}"] = upgrade_to_release(
+                        dsn, version, self.cache, log_path=self.workdir / f"migrate-{name}.log")
+                    with locked(dump):
+                        partial = dump.with_suffix(f".{os.getpid()}.partial")
+                        dump.parent.mkdir(parents=True, exist_ok=True)
+                        cluster.dump_database(name, partial)
+                        partial.replace(dump)  # atomic: readers never see half a dump
                 cluster.mark_template(name)
                 self._templates[version] = name
             return self._templates[version]
+
+    def _install(self, version: str):
+        install = ensure_server(version, self.cache)
+        self.timings.setdefault(f"install_{version}", install.installed_in)
+        return install
 
     def create_database(self, name: str, *, version: str | None = None) -> str:
         template = self.template(version) if version else None
@@ -140,6 +162,7 @@ class NativeBackend(LettaBackend):
         self._need_cluster().drop_database(name)
 
     def migrate(self, database: str, version: str) -> float:
+        self._install(versions.MIGRATIONS_SOURCE)
         return upgrade_to_release(self.dsn(database), version, self.cache,
                                   log_path=self.workdir / f"migrate-{database}.log")
 
@@ -155,8 +178,7 @@ class NativeBackend(LettaBackend):
 
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
                      password: str | None = None) -> NativeStack:
-        install = ensure_server(version, self.cache)
-        self.timings.setdefault(f"install_{version}", install.installed_in)
+        install = self._install(version)
         if database is None:
             database = self.unique_name(version)
             self.create_database(database, version=version)

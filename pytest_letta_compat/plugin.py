@@ -146,7 +146,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         stacks = list(item.stash.get(STACKS_KEY, []))
         stacks += [v for v in getattr(item, "funcargs", {}).values() if _is_stack(v) and v not in stacks]
         for stack in stacks:
-            report.sections.append((f"Letta {stack.version} server log ({stack.log_path})", redact(stack.log_tail(200))))
+            report.sections.append((f"Letta {stack.version} server log ({stack.log_path})", stack.log_tail(200)))
+    # whatever a test printed or raised, server and database passwords never reach a report
+    report.sections = [(title, redact(content)) for title, content in report.sections]
+    if report.longrepr is not None:
+        text = str(report.longrepr)
+        masked = redact(text)
+        if masked != text:
+            report.longrepr = masked
     return report
 
 

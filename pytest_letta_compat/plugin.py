@@ -24,7 +24,7 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_server_factory,
     letta_upgrade_entry,
 )
-from .matrix import Matrix, ServerEntry, UpgradeEntry, load_matrix
+from .matrix import CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
 from .stash import BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, SESSION_START_KEY, STACKS_KEY
 
 MATRIX_ENV = "LETTA_MATRIX"
@@ -68,7 +68,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "letta_check(name): the compatibility check a test belongs to "
                             "(smoke, schema, api, roundtrip, upgrade, letta_code); matched against the "
                             "matrix's [[known_incompatibility]] declarations.")
-    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist --dist loadgroup group (set per matrix entry).")
     config.addinivalue_line("markers", "xdist_group(name): keep an entry's tests on one xdist worker "
                             "(--dist loadgroup), so its server starts once")
     config.stash[SESSION_START_KEY] = time.monotonic()
@@ -129,6 +128,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("letta_check")
         if marker is None or matrix is None:
             continue
+        if len(marker.args) != 1 or marker.args[0] not in CHECKS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.letta_check takes one check name, got "
+                f"{', '.join(map(repr, marker.args)) or 'none'}. Allowed: {', '.join(CHECKS)}.")
         server = entry.version if isinstance(entry, ServerEntry) else entry.to_version
         known = matrix.incompatibility(marker.args[0], server)
         if known is not None:

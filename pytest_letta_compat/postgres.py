@@ -97,6 +97,23 @@ class PostgresBinaries:
         return PostgresBinaries(target / "bin", self.major)
 
 
+_CLUSTER_PREFIX = "letta-compat-pg-"
+_OWNER_FILE = "owner.pid"
+
+
+def _sweep_abandoned_clusters() -> None:
+    """Remove cluster directories whose test process died (SIGKILL leaves them behind;
+    the kernel already stopped their postgres through the parent-death signal)."""
+    for candidate in Path(tempfile.gettempdir()).glob(_CLUSTER_PREFIX + "*"):
+        try:
+            owner = int((candidate / _OWNER_FILE).read_text())
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            shutil.rmtree(candidate, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # not ours to judge: still starting, or not readable
+
+
 def _run_as_user() -> str | None:
     return _UNPRIVILEGED_USER if os.geteuid() == 0 else None
 
@@ -114,7 +131,9 @@ class PostgresCluster:
     def __init__(self, binaries: PostgresBinaries, base_dir: Path | None = None, *, start_timeout: float = 120):
         self.binaries = binaries
         self.user = _run_as_user()
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="letta-compat-pg-"))
+        if base_dir is None:
+            _sweep_abandoned_clusters()
+        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=_CLUSTER_PREFIX))
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "postgres.log"
         self.start_timeout = start_timeout
@@ -131,6 +150,7 @@ class PostgresCluster:
     def start(self) -> "PostgresCluster":
         started = time.monotonic()
         self.base_dir.mkdir(parents=True, exist_ok=True)
+        (self.base_dir / _OWNER_FILE).write_text(str(os.getpid()))
         self._chown(self.base_dir)
         self._initdb()
         for _attempt in range(5):  # another process may grab the port between pick and bind

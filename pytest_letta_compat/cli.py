@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--postgres", type=int, default=16, choices=list(versions.POSTGRES_EMBEDDED_MAJORS))
     serve.add_argument("--start-timeout", type=float, default=300)
     serve.set_defaults(func=cmd_serve)
+
+    # each area of the core registers its own subcommands
+    from .migration.commands import register as register_migration
+    from .schema.commands import register as register_schema
+
+    register_schema(sub)
+    register_migration(sub)
     return p
 
 

@@ -1,0 +1,1 @@
+"""Migration routines operators run on the day: backup, upgrade, fix-ups, restore, verify, rollback."""

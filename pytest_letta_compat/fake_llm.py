@@ -35,6 +35,9 @@ class FakeLLM:
     """Fake OpenAI endpoint in a background thread. Use as a context manager."""
 
     api_key = "sk-fake-llm"  # not a secret: servers just need *some* OPENAI_API_KEY
+    # A real model takes time to answer. Letta 0.16.2 writes a step's metrics twice from racing
+    # tasks; an instant reply makes them collide and the request hangs 60 s, then fails with 500.
+    chat_delay = 0.25
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-gpt",
                  embedding_model: str = "fake-embedding", embedding_dim: int = 1536,
@@ -384,6 +387,7 @@ class _Handler(BaseHTTPRequestHandler):
                     raise _BadRequest("request body must be a JSON object")
                 if route == "/embeddings":
                     return self._send_json(200, self.fake.embeddings(body))
+                time.sleep(self.fake.chat_delay)
                 full, chunks = self.fake.chat_completion(body)
                 return self._stream(chunks) if body.get("stream") else self._send_json(200, full)
         except _BadRequest as exc:

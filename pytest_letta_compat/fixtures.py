@@ -17,8 +17,12 @@ from .backends import LettaBackend, LettaStack, make_backend
 from .cache import ENV_VAR as CACHE_ENV, cache_root
 from .errors import LettaCompatError
 from .fake_llm import FakeLLM
+from .letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
 from .matrix import Matrix, PostgresSpec, ServerEntry, UpgradeEntry
 from .stash import BACKEND_KEY, MATRIX_KEY, STACKS_KEY
+
+# the Letta Code runs of a test, attached to its report when it fails
+LETTA_CODE_RUNS_KEY = pytest.StashKey[list]()
 
 
 def _fail(exc: LettaCompatError):
@@ -51,7 +55,7 @@ def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake
         backend = make_backend(
             name, postgres=letta_matrix.postgres if letta_matrix else PostgresSpec(), cache=cache_root(cache),
             workdir=tmp_path_factory.mktemp("letta"), llm_env=fake_llm.server_env(), start_timeout=timeout,
-            redis_binary=cfg.getoption("--letta-redis-server"))
+            redis_binary=cfg.getoption("--letta-redis-server"), compose=cfg.getoption("--letta-compose"))
         backend.start()
     except LettaCompatError as exc:
         _fail(exc)
@@ -123,3 +127,42 @@ def letta_db(letta_server: LettaStack) -> Iterator[psycopg.Connection]:
     """An autocommit psycopg connection to the entry server's database."""
     with letta_server.connect() as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def letta_code_entry(request: pytest.FixtureRequest, letta_server_entry: ServerEntry) -> LettaCodePair:
+    """The current server × Letta Code pair of the matrix: ``server`` (the [[server]] entry,
+    whose session server the pair's tests share), ``letta_code``, ``version``, ``id``.
+    It carries the parametrization but starts nothing."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def letta_code_install(letta_code_entry: LettaCodePair, letta_backend: LettaBackend) -> LettaCodeInstall:
+    """The pair's Letta Code version, installed into the cache (``executable``, ``source``)."""
+    try:
+        return ensure_letta_code(letta_code_entry.version, letta_backend.cache)
+    except LettaCompatError as exc:
+        _fail(exc)
+
+
+class _LettaCodeFixture(LettaCodeRunner):
+    def __call__(self, *args: str, cwd=None, json: bool = False, timeout: float = RUN_TIMEOUT) -> LettaCodeResult:
+        try:
+            return super().__call__(*args, cwd=cwd, json=json, timeout=timeout)
+        except LettaCompatError as exc:  # a run that hung: one paragraph, not a traceback
+            _fail(exc)
+
+
+@pytest.fixture
+def letta_code(request: pytest.FixtureRequest, letta_code_install: LettaCodeInstall, letta_server: LettaStack,
+               tmp_path) -> LettaCodeRunner:
+    """``letta_code(*args, cwd=None, json=False, timeout=180)`` runs the pair's Letta Code
+    against the pair's server and returns ``.returncode/.stdout/.stderr/.json``. The test's
+    runs share one fresh HOME and project directory (``.home``, ``.project``), so a second
+    run resumes the first one's agent; ``cwd`` runs elsewhere (relative: beside ``.project``);
+    ``json=True`` adds ``--output-format json``."""
+    runner = _LettaCodeFixture(letta_code_install, base_url=letta_server.url, api_key=letta_server.password,
+                               workdir=tmp_path / "letta-code")
+    request.node.stash[LETTA_CODE_RUNS_KEY] = runner.runs
+    return runner

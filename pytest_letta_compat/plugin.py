@@ -11,11 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from .compose import compose_matrix
 from .errors import LettaCompatError, redact
 from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point registers them
+    LETTA_CODE_RUNS_KEY,
     fake_llm,
     letta_backend,
     letta_client,
+    letta_code,
+    letta_code_entry,
+    letta_code_install,
     letta_db,
     letta_matrix,
     letta_postgres,
@@ -24,6 +29,7 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_server_factory,
     letta_upgrade_entry,
 )
+from .letta_code import LettaCodePair, pair_grid_lines
 from .matrix import CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
 from .stash import BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, SESSION_START_KEY, STACKS_KEY
 
@@ -36,7 +42,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Matrix file (TOML) of Letta servers, upgrade paths and Letta Code versions. "
                          f"Precedence: this option, then ${MATRIX_ENV}, then the letta_matrix ini key.")
     group.addoption("--letta-backend", metavar="NAME", default=None,
-                    help="Override the matrix's backend for every entry (native).")
+                    help="Override the matrix's backend for every entry (native, docker).")
+    group.addoption("--letta-compose", metavar="PATH", default=None,
+                    help="Your Docker Compose file: its pinned Letta image becomes the run's only [[server]] "
+                         "entry, served by your own stack (docker backend). Unpinned images are refused.")
     group.addoption("--letta-cache-dir", metavar="DIR", default=None,
                     help="Where Letta versions and migration scripts are cached. Precedence: this "
                          "option, $LETTA_COMPAT_CACHE, the letta_cache_dir ini key, ~/.cache/pytest-letta-compat.")
@@ -78,6 +87,11 @@ def pytest_configure(config: pytest.Config) -> None:
             matrix = load_matrix(path)
         except LettaCompatError as exc:
             raise pytest.UsageError(f"{exc} (matrix chosen by {source})") from None
+    if config.getoption("--letta-compose"):  # refused before anything starts when not pinned
+        try:
+            matrix = compose_matrix(config.getoption("--letta-compose"), matrix)
+        except LettaCompatError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[MATRIX_KEY] = matrix
     config.stash[MATRIX_SOURCE_KEY] = source
 
@@ -98,8 +112,9 @@ _PARAMETRIZED = {"letta_server_entry": ("servers", "[[server]]"), "letta_upgrade
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     matrix: Matrix | None = metafunc.config.stash.get(MATRIX_KEY, None)
+    paired = _parametrize_letta_code_pairs(metafunc, matrix)
     for fixture, (attr, table) in _PARAMETRIZED.items():
-        if fixture not in metafunc.fixturenames:
+        if fixture not in metafunc.fixturenames or fixture in paired:
             continue
         entries = getattr(matrix, attr) if matrix else ()
         if entries:
@@ -109,6 +124,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                    else "no Letta matrix given (--letta-matrix, $LETTA_MATRIX or the letta_matrix ini key)")
             metafunc.parametrize(fixture, [pytest.param(None, marks=pytest.mark.skip(reason=why))],
                                  ids=["no-matrix" if not matrix else f"no-{attr}"], indirect=True, scope="session")
+
+
+def _parametrize_letta_code_pairs(metafunc: pytest.Metafunc, matrix: Matrix | None) -> set[str]:
+    """One test per [[server]] × [[letta_code]] pair. The pair's server entry is parametrized
+    with it (same value as the server's own tests), so one server per entry serves both."""
+    if "letta_code_entry" not in metafunc.fixturenames:
+        return set()
+    pairs = [LettaCodePair(s, c) for s in matrix.servers for c in matrix.letta_code] if matrix else []
+    if pairs:
+        values, ids = [(p.server, p) for p in pairs], [p.id for p in pairs]
+    else:
+        missing = "[[server]]" if matrix and not matrix.servers else "[[letta_code]]"
+        why = (f"matrix {matrix.path} has no {missing} entries" if matrix
+               else "no Letta matrix given (--letta-matrix, $LETTA_MATRIX or the letta_matrix ini key)")
+        values = [pytest.param(None, None, marks=pytest.mark.skip(reason=why))]
+        ids = ["no-matrix" if not matrix else "no-letta-code-pairs"]
+    metafunc.parametrize(["letta_server_entry", "letta_code_entry"], values, ids=ids, indirect=True, scope="session")
+    return {"letta_server_entry"}
 
 
 def _entry_of(item: pytest.Item) -> ServerEntry | UpgradeEntry | None:
@@ -133,7 +166,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 f"{item.nodeid}: @pytest.mark.letta_check takes one check name, got "
                 f"{', '.join(map(repr, marker.args)) or 'none'}. Allowed: {', '.join(CHECKS)}.")
         server = entry.version if isinstance(entry, ServerEntry) else entry.to_version
-        known = matrix.incompatibility(marker.args[0], server)
+        pair = item.callspec.params.get("letta_code_entry")
+        known = matrix.incompatibility(marker.args[0], server, pair.version if pair else None)
         if known is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"declared in {matrix.path}: {known.reason}"))
 
@@ -145,11 +179,16 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
+    pair = getattr(getattr(item, "callspec", None), "params", {}).get("letta_code_entry")
+    if pair is not None:  # travels with the report (xdist too) to the end-of-run grid
+        report.letta_code_pair = [pair.server.version, pair.version]
     if report.failed:
         stacks = list(item.stash.get(STACKS_KEY, []))
         stacks += [v for v in getattr(item, "funcargs", {}).values() if _is_stack(v) and v not in stacks]
         for stack in stacks:
             report.sections.append((f"Letta {stack.version} server log ({stack.log_path})", stack.log_tail(200)))
+        for run in item.stash.get(LETTA_CODE_RUNS_KEY, []):
+            report.sections.append((f"Letta Code {run.version}: {run.command}", run.describe()))
     # whatever a test printed or raised, server and database passwords never reach a report
     report.sections = [(title, redact(content)) for title, content in report.sections]
     if report.longrepr is not None:
@@ -167,6 +206,7 @@ def _is_stack(value: object) -> bool:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    _write_letta_code_grid(terminalreporter, config.stash.get(MATRIX_KEY, None))
     backend = config.stash.get(BACKEND_KEY, None)
     if backend is None:
         return
@@ -187,3 +227,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if backend.first_healthy_at is not None:
         since = backend.first_healthy_at - config.stash[SESSION_START_KEY]
         tr.write_line(f"first server healthy {since:.1f} s after pytest started")
+
+
+def _write_letta_code_grid(tr, matrix: Matrix | None) -> None:
+    """Servers × Letta Code versions, each cell the worst outcome of the pair's tests."""
+    reports = [r for rs in tr.stats.values() for r in rs if getattr(r, "letta_code_pair", None)]
+    if matrix is None or not reports:
+        return
+    tr.section("letta-compat: server × Letta Code")
+    for line in pair_grid_lines(matrix, reports):
+        tr.write_line(line)

@@ -103,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     # each area of the core registers its own subcommands
+    from .docker_commands import register as register_images
     from .migration.commands import register as register_migration
     from .schema.commands import register as register_schema
 
     register_schema(sub)
     register_migration(sub)
+    register_images(sub)
     return p
 
 

@@ -1,0 +1,158 @@
+"""What an upgrade will do, decided before anything is touched (pure: no I/O but reading scripts).
+
+The alembic history comes from the migration scripts of the newest sdist (the same scripts
+the upgrade runs); revisions map back to releases through ``versions.py``.  A database may
+sit anywhere from the old release's head to the new one's: a half-applied upgrade (the
+seed incident's state) resumes from the revision alembic stamped last.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.version import Version
+
+from .. import versions
+from ..errors import LettaCompatError
+
+STRATEGIES = ("in-place", "recreate")
+
+
+@dataclass(frozen=True)
+class RevisionGraph:
+    """Alembic revisions and their parents (``down_revision``)."""
+
+    parents: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_scripts(cls, scripts_dir: Path) -> "RevisionGraph":
+        parents: dict[str, tuple[str, ...]] = {}
+        for script in sorted((Path(scripts_dir) / "alembic" / "versions").glob("*.py")):
+            found = _module_strings(script, ("revision", "down_revision"))
+            if "revision" in found:
+                parents[found["revision"][0]] = found.get("down_revision", ())
+        if not parents:
+            raise LettaCompatError(f"No alembic revisions found under {scripts_dir}/alembic/versions; "
+                                   "the migration scripts are incomplete (delete that directory to fetch them again).")
+        return cls(parents)
+
+    def ancestors(self, revision: str) -> set[str]:
+        """``revision`` and every revision before it."""
+        seen, todo = set(), [revision]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.parents.get(current, ()))
+        return seen
+
+    def steps(self, start: str, target: str) -> list[str]:
+        """Revisions applied going from ``start`` to ``target``, in order."""
+        return sorted(self.ancestors(target) - self.ancestors(start), key=lambda r: len(self.ancestors(r)))
+
+
+def _module_strings(path: Path, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Module-level ``name = "x"`` / ``name: T = ("x", "y")`` assignments, read without importing."""
+    found: dict[str, tuple[str, ...]] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            target, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target, value = node.targets[0].id, node.value
+        else:
+            continue
+        if target in names and value is not None:
+            literal = ast.literal_eval(value)
+            found[target] = () if literal is None else (literal,) if isinstance(literal, str) else tuple(literal)
+    return found
+
+
+def versions_at(revision: str) -> list[str]:
+    """Releases whose alembic head is ``revision`` (several releases may share one)."""
+    return [v for v in versions.known_server_versions() if versions.server_release(v).alembic_head == revision]
+
+
+def describe_revision(revision: str | None, graph: RevisionGraph) -> str:
+    """Which Letta release(s) a database at ``revision`` belongs to, in words."""
+    if revision is None:
+        return "no alembic revision (not a database Letta's migrations created)"
+    exact = versions_at(revision)
+    if exact:
+        return f"{revision}, the schema of Letta {', '.join(exact)}"
+    if revision not in graph.parents:
+        return f"{revision}, a revision the letta-{versions.MIGRATIONS_SOURCE} migration scripts do not know"
+    before = after = None
+    earlier = graph.ancestors(revision)
+    for v in versions.known_server_versions():
+        head = versions.server_release(v).alembic_head
+        if head in earlier:
+            before = v
+        elif after is None and revision in graph.ancestors(head):
+            after = v
+    span = " and ".join(x for x in (f"after Letta {before}" if before else None,
+                                     f"before Letta {after}" if after else None) if x)
+    return f"{revision}, between releases ({span}): a partly applied upgrade"
+
+
+@dataclass
+class UpgradePlan:
+    from_version: str
+    to_version: str
+    strategy: str
+    revision: str  # the database's alembic revision now
+    revision_text: str
+    pending: list[str] = field(default_factory=list)  # revisions an in-place upgrade applies
+
+    @property
+    def target_revision(self) -> str:
+        return versions.server_release(self.to_version).alembic_head
+
+    @property
+    def resumes(self) -> bool:
+        return self.revision != versions.server_release(self.from_version).alembic_head and bool(self.pending)
+
+
+def check_versions(from_version: str, to_version: str, strategy: str = "in-place") -> None:
+    allowed = ", ".join(versions.known_server_versions())
+    for option, value in (("--from", from_version), ("--to", to_version)):
+        if versions.server_release(value) is None:
+            raise LettaCompatError(f"{option} {value!r} is not a Letta server release this tool knows. "
+                                   f"Allowed: {allowed}.")
+    if Version(to_version) <= Version(from_version):
+        raise LettaCompatError(f"--to {to_version} is not newer than --from {from_version}: an upgrade only goes "
+                               "forward. To go back to the database of an older release, use "
+                               "`letta-compat rollback --dsn DSN --backup DIR` with the backup made before the upgrade.")
+    if strategy not in STRATEGIES:
+        raise LettaCompatError(f"--strategy {strategy!r} is unknown. Allowed: {', '.join(STRATEGIES)}.")
+
+
+def check_server_version(reported: str, from_version: str, to_version: str, url: str) -> None:
+    if reported == from_version:
+        return
+    hint = (" The upgrade seems to have happened already (a server of the new version answers): run "
+            f"`letta-compat verify --url {url} DIR` to check it." if reported == to_version else "")
+    raise LettaCompatError(f"The server at {url} reports Letta {reported} (/v1/health/), but --from says "
+                           f"{from_version}. Give --from the version that runs now, or point --url at the "
+                           f"server that uses this database.{hint}")
+
+
+def plan_upgrade(from_version: str, to_version: str, revision: str | None, graph: RevisionGraph, *,
+                 strategy: str = "in-place") -> UpgradePlan:
+    """Check that a database at ``revision`` can go from ``from_version`` to ``to_version``."""
+    check_versions(from_version, to_version, strategy)
+    low = versions.server_release(from_version).alembic_head
+    high = versions.server_release(to_version).alembic_head
+    text = describe_revision(revision, graph)
+    if revision is None or revision not in graph.parents:
+        raise LettaCompatError(f"The database's alembic revision is {text}. Only a database created by Letta's "
+                               "migrations (the official image, or `alembic upgrade`) can be upgraded by this tool.")
+    ancestors = graph.ancestors(revision)
+    if low not in ancestors:
+        raise LettaCompatError(f"The database is at {text}, which is older than Letta {from_version} (head {low}). "
+                               f"Give --from the version the database belongs to.")
+    if revision not in graph.ancestors(high):
+        raise LettaCompatError(f"The database is at {text}, which is newer than Letta {to_version} "
+                               f"(head {high}). Give --to a release at or after it.")
+    return UpgradePlan(from_version, to_version, strategy, revision, text, graph.steps(revision, high))

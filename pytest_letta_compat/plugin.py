@@ -29,9 +29,11 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_server_factory,
     letta_upgrade_entry,
 )
-from .letta_code import LettaCodePair, pair_grid_lines
+from .letta_code import LettaCodePair
 from .matrix import CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
-from .stash import BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, SESSION_START_KEY, STACKS_KEY
+from .reporting import ReportCollector
+from .shard import parse_shard, shard_of
+from .stash import SHARD_KEY, BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, SESSION_START_KEY, STACKS_KEY
 
 MATRIX_ENV = "LETTA_MATRIX"
 
@@ -46,6 +48,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--letta-compose", metavar="PATH", default=None,
                     help="Your Docker Compose file: its pinned Letta image becomes the run's only [[server]] "
                          "entry, served by your own stack (docker backend). Unpinned images are refused.")
+    group.addoption("--letta-report", metavar="PATH", default=None,
+                    help="Write the compatibility grid: PATH.json, .md or .html by suffix; a bare PATH writes all three.")
+    group.addoption("--letta-shard", metavar="K/N", default=None,
+                    help="Run only the K-th of N deterministic shares of the matrix entries (for parallel CI jobs); "
+                         "merge their --letta-report JSON with `letta-compat report merge`.")
     group.addoption("--letta-cache-dir", metavar="DIR", default=None,
                     help="Where Letta versions and migration scripts are cached. Precedence: this "
                          "option, $LETTA_COMPAT_CACHE, the letta_cache_dir ini key, ~/.cache/pytest-letta-compat.")
@@ -94,6 +101,11 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
     config.stash[MATRIX_KEY] = matrix
     config.stash[MATRIX_SOURCE_KEY] = source
+    try:
+        config.stash[SHARD_KEY] = parse_shard(config.getoption("--letta-shard"))
+    except LettaCompatError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.pluginmanager.register(ReportCollector(config, str(matrix.path) if matrix else ""), "letta-compat-report")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -170,6 +182,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         known = matrix.incompatibility(marker.args[0], server, pair.version if pair else None)
         if known is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"declared in {matrix.path}: {known.reason}"))
+    _apply_shard(config, items)
+
+
+def _shard_key(item: pytest.Item) -> str | None:
+    """A pair's tests go where its server's tests go: that server starts once."""
+    entry = _entry_of(item)
+    return entry.id if entry is not None else None
+
+
+def _apply_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
+    shard = config.stash.get(SHARD_KEY, None)
+    if shard is None:
+        return
+    k, n = shard
+    ids = [key for key in map(_shard_key, items) if key is not None]
+    keep, dropped = [], []
+    for item in items:
+        (keep if shard_of(_shard_key(item), ids, n) == k else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -179,9 +212,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
-    pair = getattr(getattr(item, "callspec", None), "params", {}).get("letta_code_entry")
-    if pair is not None:  # travels with the report (xdist too) to the end-of-run grid
-        report.letta_code_pair = [pair.server.version, pair.version]
     if report.failed:
         stacks = list(item.stash.get(STACKS_KEY, []))
         stacks += [v for v in getattr(item, "funcargs", {}).values() if _is_stack(v) and v not in stacks]
@@ -206,7 +236,6 @@ def _is_stack(value: object) -> bool:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    _write_letta_code_grid(terminalreporter, config.stash.get(MATRIX_KEY, None))
     backend = config.stash.get(BACKEND_KEY, None)
     if backend is None:
         return
@@ -227,13 +256,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if backend.first_healthy_at is not None:
         since = backend.first_healthy_at - config.stash[SESSION_START_KEY]
         tr.write_line(f"first server healthy {since:.1f} s after pytest started")
-
-
-def _write_letta_code_grid(tr, matrix: Matrix | None) -> None:
-    """Servers × Letta Code versions, each cell the worst outcome of the pair's tests."""
-    reports = [r for rs in tr.stats.values() for r in rs if getattr(r, "letta_code_pair", None)]
-    if matrix is None or not reports:
-        return
-    tr.section("letta-compat: server × Letta Code")
-    for line in pair_grid_lines(matrix, reports):
-        tr.write_line(line)

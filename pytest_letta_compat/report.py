@@ -15,8 +15,9 @@ from pathlib import Path
 
 from .errors import LettaCompatError, redact
 
-# worst first: a cell shows the worst outcome among its tests
-_SEVERITY = ["failed", "error", "xpassed", "passed", "xfailed", "skipped"]
+# worst first: a cell shows the worst outcome among its tests (a declared incompatibility
+# outranks the passes beside it: the pair is still incompatible)
+_SEVERITY = ["failed", "error", "xpassed", "xfailed", "passed", "skipped"]
 _LABEL = {"failed": "fail", "error": "error", "xpassed": "XPASS", "passed": "pass",
           "xfailed": "expected failure", "skipped": "skipped"}
 _SHORT = {"failed": "FAIL", "error": "ERROR", "xpassed": "XPASS", "passed": "pass",
@@ -86,6 +87,15 @@ class Report:
         for r in rows:
             cells = [_SHORT.get(self.verdict(self.cell(r, c)) or "", "-") for c in cols]
             lines.append(r.ljust(width) + "  " + "  ".join(s.ljust(w) for s, w in zip(cells, cw)))
+        lines.append("cells: pass, FAIL, ERROR, XPASS (a declared incompatibility no longer holds), "
+                     "xfail (declared in the matrix), skip, - (not run)")
+        declared: dict[str, list[str]] = {}
+        for r in rows:
+            for c in cols:
+                for t in self.cell(r, c):
+                    if t.outcome == "xfailed" and f"{r} × {c}" not in declared.get(t.message, []):
+                        declared.setdefault(t.message, []).append(f"{r} × {c}")
+        lines += [f"xfail {', '.join(cells)}: {reason}" for reason, cells in declared.items()]
         return lines
 
     def to_json(self) -> dict:

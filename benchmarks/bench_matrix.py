@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pytest_letta_compat.agents import create_agent, send_message  # noqa: E402
+from pytest_letta_compat.rest.agents import create_agent, send_message  # noqa: E402
 from pytest_letta_compat.backends.native import NativeBackend  # noqa: E402
 from pytest_letta_compat.cache import cache_root  # noqa: E402
-from pytest_letta_compat.fake_llm import FakeLLM  # noqa: E402
-from pytest_letta_compat.install import ensure_server  # noqa: E402
-from pytest_letta_compat.matrix import load_matrix  # noqa: E402
+from pytest_letta_compat.provision.fake_llm import FakeLLM  # noqa: E402
+from pytest_letta_compat.provision.install import ensure_server  # noqa: E402
+from pytest_letta_compat.matrix.model import load_matrix  # noqa: E402
 
 
 def timed(fn):

@@ -1,7 +1,7 @@
 """pytest-letta-compat: compatibility tests and migration routines for self-hosted Letta.
 
-The core (matrix, backends, provisioning, migrations, CLI) never imports pytest;
-``plugin`` and ``fixtures`` are the thin pytest layer on top of it.
+The core (matrix, provision, postgres, backends, rest, schema, operations, report, cli)
+never imports pytest; ``plugin`` (and the shipped ``suite``) are the thin pytest layer on top.
 """
 
 from .errors import LettaCompatError

@@ -100,7 +100,7 @@ def make_backend(name: str, **kwargs) -> LettaBackend:
                                    "backend (drop --letta-backend native).")
         return NativeBackend(**kwargs)
     if name == "docker":
-        from .docker import DockerBackend
+        from .docker.backend import DockerBackend
 
         return DockerBackend(**kwargs)
     raise LettaCompatError(

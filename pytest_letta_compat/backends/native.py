@@ -15,12 +15,12 @@ import psycopg
 from .. import versions
 from ..errors import ProvisioningError
 from ..cache import locked
-from ..install import ensure_server
-from ..matrix import PostgresSpec
-from ..migrate import upgrade_to_release
-from ..postgres import PostgresBinaries, PostgresCluster
-from ..redis import RedisServer
-from ..server import LettaServerProcess
+from ..provision.install import ensure_server
+from ..matrix.model import PostgresSpec
+from ..provision.alembic import upgrade_to_release
+from ..postgres.cluster import PostgresBinaries, PostgresCluster
+from ..provision.redis import RedisServer
+from ..provision.server import LettaServerProcess
 from . import LettaBackend, LettaStack
 
 

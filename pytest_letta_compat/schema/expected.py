@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import versions
 from ..cache import locked
 from ..errors import LettaCompatError, ProvisioningError, redact
-from ..install import ensure_server
+from ..provision.install import ensure_server
 
 DUMP_SCRIPT = Path(__file__).with_name("dump_orm_schema.py")
 # the ORM picks PostgreSQL column types when LETTA_PG_URI is set; nothing connects to it

@@ -13,7 +13,7 @@ def docker(pytestconfig: pytest.Config, letta_matrix):
     backend = pytestconfig.getoption("--letta-backend") or (letta_matrix.backend if letta_matrix else "native")
     if backend != "docker":
         pytest.skip("tests of the docker backend: run with --letta-backend docker")
-    from pytest_letta_compat.backends.containers import docker_client
+    from pytest_letta_compat.backends.docker.containers import docker_client
 
     try:
         return docker_client()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pytest_letta_compat import docker_images
-from pytest_letta_compat.backends.containers import SESSION_LABEL, remove_labelled, session_labels
+from pytest_letta_compat.backends.docker import images as docker_images
+from pytest_letta_compat.backends.docker.containers import SESSION_LABEL, remove_labelled, session_labels
 
 
 def _labelled(docker, session: str) -> list:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from pytest_letta_compat.backends.containers import SESSION_LABEL
+from pytest_letta_compat.backends.docker.containers import SESSION_LABEL
+from pytest_letta_compat.plugin.suite_collector import SUITE_DIR
 
 STACK = Path(__file__).parent / "compose"
-SMOKE = Path(__file__).parents[1] / "compat" / "test_smoke.py"
+SMOKE = SUITE_DIR / "test_smoke.py"
 
 
 def test_the_smoke_suite_passes_against_the_operators_compose_stack(docker, pytester, letta_backend):

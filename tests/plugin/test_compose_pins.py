@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_letta_compat import compose
-from pytest_letta_compat.compose import UnpinnedImageError, check_pinned, letta_image_tag
+from pytest_letta_compat.matrix import compose_file as compose
+from pytest_letta_compat.matrix.compose_file import UnpinnedImageError, check_pinned, letta_image_tag
 
 STACK = """\
 services:

@@ -173,8 +173,8 @@ def test_failing_report_carries_each_letta_code_run_with_secrets_masked(run):
         import pytest
         from pathlib import Path
         from pytest_letta_compat.errors import register_secret
-        from pytest_letta_compat.fixtures import LETTA_CODE_RUNS_KEY
-        from pytest_letta_compat.letta_code import LettaCodeResult
+        from pytest_letta_compat.plugin.fixtures import LETTA_CODE_RUNS_KEY
+        from pytest_letta_compat.provision.letta_code import LettaCodeResult
 
         def test_cli_fails(request, letta_code_entry):
             register_secret("pw-0123456789")

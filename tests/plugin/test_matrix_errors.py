@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_letta_compat.errors import MatrixError
-from pytest_letta_compat.matrix import load_matrix
+from pytest_letta_compat.matrix.model import load_matrix
 
 # (matrix text, fragments the single ERROR message must contain besides the file name)
 BAD_MATRICES = {

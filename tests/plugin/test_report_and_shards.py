@@ -73,7 +73,7 @@ def test_shards_split_entries_without_overlap_and_merge_back(pytester, matrix):
     assert ran[0] and ran[1] and not ran[0] & ran[1]
     assert len(ran[0] | ran[1]) == 6  # 5 matrix tests + 1 plain test, each run exactly once
     assert sum("test_outside_the_matrix" in n for n in ran[0]) == 1  # plain tests: shard 1 only
-    merged = subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli", "report", "merge",
+    merged = subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", "report", "merge",
                              "shard1.json", "shard2.json", "--out", "all.json"],
                             cwd=pytester.path, capture_output=True, text=True)
     assert merged.returncode == 1  # the merged report still knows 0.16.2's smoke check failed

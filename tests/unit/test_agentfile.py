@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from pytest_letta_compat.migration.agentfile import (convert_legacy, group_history, role_counts,
+from pytest_letta_compat.operations.agentfile import (convert_legacy, group_history, role_counts,
                                                      with_full_history)
 
 T = "2026-01-17T18:00:{:02d}+00:00"
@@ -123,7 +123,7 @@ def test_convert_legacy_refuses_an_agent_file():
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", *args], capture_output=True, text=True)
 
 
 def test_convert_command_writes_an_agent_file(tmp_path):

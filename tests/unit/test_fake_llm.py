@@ -21,7 +21,7 @@ import pytest
 
 openai = pytest.importorskip("openai", reason="the wire-protocol tests need the test extra: pip install -e '.[test]'")
 
-from pytest_letta_compat.fake_llm import FakeLLM  # noqa: E402
+from pytest_letta_compat.provision.fake_llm import FakeLLM  # noqa: E402
 
 SEND_MESSAGE = {
     "type": "function",
@@ -250,7 +250,7 @@ def test_requests_are_recorded_and_logged(fake):
 def test_cli_prints_url_serves_and_exits_on_sigterm():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]),
                                                         os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "pytest_letta_compat.fake_llm", "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_letta_compat.provision.fake_llm", "--port", "0"],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline().strip()

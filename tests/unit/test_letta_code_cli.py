@@ -13,7 +13,7 @@ import pytest
 
 from pytest_letta_compat.cache import cache_root
 from pytest_letta_compat.errors import LettaCompatError, ProvisioningError
-from pytest_letta_compat.letta_code import (
+from pytest_letta_compat.provision.letta_code import (
     LettaCodeRunner,
     LettaCodeTimeout,
     cli_env,

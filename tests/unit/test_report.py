@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pytest_letta_compat.errors import LettaCompatError, register_secret
-from pytest_letta_compat.report import Report, CheckOutcome, load_report, merge_reports
+from pytest_letta_compat.report.grid import Report, CheckOutcome, load_report, merge_reports
 
 
 def outcome(nodeid, row, column, result, message="", log=""):

@@ -8,9 +8,9 @@ import pytest
 from pytest_letta_compat import versions
 from pytest_letta_compat.cache import cache_root
 from pytest_letta_compat.errors import LettaCompatError
-from pytest_letta_compat.install import ensure_migration_scripts
-from pytest_letta_compat.migration.fixups import _NEXTVAL
-from pytest_letta_compat.migration.plan import (RevisionGraph, check_server_version, describe_revision,
+from pytest_letta_compat.provision.install import ensure_migration_scripts
+from pytest_letta_compat.operations.fixups import _NEXTVAL
+from pytest_letta_compat.operations.plan import (RevisionGraph, check_server_version, describe_revision,
                                                 plan_upgrade, versions_at)
 
 HEAD_0113 = versions.server_release("0.11.3").alembic_head

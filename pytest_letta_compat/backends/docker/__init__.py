@@ -1,0 +1,1 @@
+"""The docker backend: containers, locally built images, the operator's compose stack, a TCP relay."""

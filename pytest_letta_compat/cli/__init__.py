@@ -1,0 +1,1 @@
+"""letta-compat, the operator's command line: one module per command group; `main` lists them all."""

@@ -1,0 +1,175 @@
+"""``letta-compat backup|restore|verify|upgrade|rollback|convert`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..errors import LettaCompatError
+
+
+def _server_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", required=True, help="the Letta server, e.g. http://localhost:8283")
+    p.add_argument("--api-key", default=None,
+                   help="the server password (default $LETTA_API_KEY; never printed)")
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    return args.api_key or os.environ.get("LETTA_API_KEY") or None
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from ..operations.backup import backup
+
+    manifest = backup(args.url, Path(args.out), api_key=_api_key(args), dsn=args.dsn)
+    print(f"backup of {len(manifest.agents)} agents written to {args.out} and read back: complete")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from ..operations.restore import restore
+
+    report = restore(args.url, Path(args.backup), api_key=_api_key(args))
+    if report.ok:
+        print(f"all {len(report.outcomes)} agents are on Letta {report.target_version} at {report.target_url}")
+        return 0
+    print(f"{len(report.failed)} of {len(report.outcomes)} agents were NOT restored:", file=sys.stderr)
+    for outcome in report.failed:
+        print(f"  {outcome.name!r} ({outcome.source_id}): {outcome.reason}", file=sys.stderr)
+    print("fix the cause and run the same restore again: it only restores what is missing", file=sys.stderr)
+    return 1
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..operations.verify import verify
+
+    report = verify(args.url, Path(args.backup), api_key=_api_key(args))
+    print(report.format_table())
+    return 0 if report.ok else 1
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from ..operations.agentfile import convert_legacy
+
+    def load(path: str):
+        try:
+            return json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LettaCompatError(f"Cannot read {path} as JSON: {exc}") from exc
+
+    history = load(args.history) if args.history else None
+    try:
+        converted = convert_legacy(load(args.input), history)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LettaCompatError(f"{args.input} cannot be converted: {exc}") from exc
+    Path(args.output).write_text(json.dumps(converted, indent=1, ensure_ascii=False), encoding="utf-8")
+    agent = converted["agents"][0]
+    print(f"{args.output}: agent file of {agent['name']!r} with {len(agent['messages'])} messages, "
+          f"{len(converted['blocks'])} blocks, {len(converted['tools'])} tools")
+    return 0
+
+
+def _register_backup(sub) -> None:
+    p = sub.add_parser("backup", help="back up every agent (export + full history), optionally pg_dump")
+    _server_args(p)
+    p.add_argument("--out", required=True, help="a new directory for the backup")
+    p.add_argument("--dsn", help="the server's database DSN: adds a pg_dump archive and the alembic revision "
+                                 "(default $LETTA_PG_URI; the password goes to pg_dump via PGPASSWORD only)")
+    p.set_defaults(func=cmd_backup)
+
+
+def _register_restore(sub) -> None:
+    p = sub.add_parser("restore", help="import every agent of a backup (resumable, never duplicates)")
+    _server_args(p)
+    p.add_argument("backup", metavar="DIR")
+    p.set_defaults(func=cmd_restore)
+
+
+def _register_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check every agent of a backup is on a server, whole; exit 1 if not")
+    _server_args(p)
+    p.add_argument("backup", metavar="DIR")
+    p.set_defaults(func=cmd_verify)
+
+
+def _register_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert a 0.11.x agent export into the agent file 0.12+ imports")
+    p.add_argument("input", metavar="IN")
+    p.add_argument("output", metavar="OUT")
+    p.add_argument("--history", help="the agent's full message history (history.json of a backup)")
+    p.set_defaults(func=cmd_convert)
+
+
+def _dsn_arg(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get("LETTA_PG_URI")
+    p.add_argument("--dsn", default=env, required=not env,
+                   help="Letta's database, postgresql://USER:PASSWORD@HOST:5432/DB (default $LETTA_PG_URI, which "
+                        "keeps the password off the command line; never printed)")
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    from ..cache import cache_root
+    from ..errors import redact
+    from ..operations.upgrade import UpgradeRequest, apply_upgrade, assess, format_plan
+
+    request = UpgradeRequest(args.from_version, args.to_version, args.dsn, args.url, Path(args.backup),
+                             cache_root(args.cache_dir), api_key=_api_key(args), strategy=args.strategy)
+    if not args.apply:
+        print(format_plan(assess(request)))
+        print("Dry run: nothing was changed. Add --apply to carry out the steps up to the switch "
+              "(the old server must be stopped for the migration).")
+        return 0
+    outcome = apply_upgrade(request, progress=lambda line: print(redact(line), flush=True))
+    print(f"The database is at {outcome.revision} (Letta {args.to_version}). Now:")
+    for number, step in enumerate(outcome.next_steps, 1):
+        print(f"  {number}. {step}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from ..cache import cache_root
+    from ..errors import redact
+    from ..operations.rollback import rollback
+
+    report = rollback(args.dsn, Path(args.backup), cache=cache_root(args.cache_dir),
+                      progress=lambda line: print(redact(line), flush=True))
+    print(f"The {report.database} is back at alembic revision {report.belongs_to}.")
+    if report.versions:
+        print(f"Start Letta {' or '.join(report.versions)} on it (pin the image, e.g. letta/letta:{report.versions[-1]}).")
+    if report.safety_dump:
+        print(f"What it held before the rollback is in {report.safety_dump}.")
+    return 0
+
+
+def _register_upgrade(sub) -> None:
+    p = sub.add_parser("upgrade", help="plan (dry run) or carry out a database upgrade, backup first")
+    p.add_argument("--from", dest="from_version", required=True, metavar="V1", help="the version running now")
+    p.add_argument("--to", dest="to_version", required=True, metavar="V2", help="the version to upgrade to")
+    _dsn_arg(p)
+    _server_args(p)
+    p.add_argument("--backup", required=True, metavar="DIR",
+                   help="a verified backup of this server, or an empty directory to make one in")
+    p.add_argument("--strategy", choices=("in-place", "recreate"), default="in-place",
+                   help="in-place: migrate the database (default); recreate: drop it, migrate it empty, restore")
+    p.add_argument("--apply", action="store_true", help="carry it out (without: print the plan, change nothing)")
+    p.set_defaults(func=cmd_upgrade)
+
+
+def _register_rollback(sub) -> None:
+    p = sub.add_parser("rollback", help="put the database back from a backup's pg_dump archive")
+    _dsn_arg(p)
+    p.add_argument("--backup", required=True, metavar="DIR", help="the backup made before the upgrade")
+    p.set_defaults(func=cmd_rollback)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the migration subcommands to the ``letta-compat`` parser."""
+    _register_backup(sub)
+    _register_restore(sub)
+    _register_verify(sub)
+    _register_convert(sub)
+    _register_upgrade(sub)
+    _register_rollback(sub)

@@ -1,0 +1,312 @@
+"""The operator's Docker Compose file: which Letta image it runs, and whether it is pinned.
+
+The incident began with ``image: letta/letta:latest``: a pull moved the server from 0.11.3
+to 0.16.2 over a database nobody migrated. So a Letta image must name a release
+(``letta/letta:0.16.2``) or a digest; other services must at least not float on
+``latest``. Pytest-free and Docker-free: the plugin, the docker backend and the CI gate
+(``letta-compat gate --compose FILE``) all use it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import versions
+from ..errors import LettaCompatError
+from .model import Matrix, PostgresSpec, ServerEntry
+
+LETTA_REPOSITORIES = ("letta/letta", "memgpt/letta", "letta-compat/letta")
+RELEASE_TAG = re.compile(r"^v?\d+\.\d+\.\d+(?:[.+-][0-9A-Za-z.+-]+)?$")  # 0.16.2, 0.16.2-rc1
+LETTA_PORT = "8283"
+
+
+class ComposeError(LettaCompatError):
+    """The compose file cannot be read, or it does not say which Letta it runs."""
+
+
+class UnpinnedImageError(ComposeError):
+    """A service's image can move to another release without the file changing."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    repository: str  # registry/namespace/name
+    tag: str | None
+    digest: str | None
+
+    @classmethod
+    def parse(cls, ref: str) -> "ImageRef":
+        name, _, digest = ref.partition("@")
+        slash = name.rfind("/")
+        colon = name.rfind(":")
+        if colon > slash:  # a colon before the last slash is a registry port
+            name, tag = name[:colon], name[colon + 1:]
+        else:
+            tag = None
+        return cls(name, tag or None, digest or None)
+
+    @property
+    def is_letta(self) -> bool:
+        path = self.repository.split("/")
+        if len(path) > 2 and ("." in path[0] or ":" in path[0] or path[0] == "localhost"):
+            path = path[1:]  # drop the registry host
+        return "/".join(path[-2:]) in LETTA_REPOSITORIES
+
+
+# -- reading -------------------------------------------------------------------------------
+_VARIABLE = re.compile(r"\$(?:\$|\{(?P<braced>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def _env_file(file: Path) -> dict[str, str]:
+    """KEY=VALUE lines of an env file (.env or a service's env_file); missing means empty."""
+    values: dict[str, str] = {}
+    try:
+        lines = file.read_text().splitlines()
+    except OSError:
+        return values
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _interpolate(value: Any, env: dict[str, str], path: Path) -> Any:
+    """Compose's variable substitution: $VAR, ${VAR}, ${VAR:-default}, ${VAR-default},
+    ${VAR:?error}, ${VAR?error}; $$ is a literal $."""
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, path) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        expr = match.group("braced") if match.group("braced") is not None else match.group("bare")
+        m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])(.*))?$", expr, re.S)
+        if not m:
+            raise ComposeError(f"{path}: invalid variable substitution `{match.group(0)}`.")
+        name, colon, op, arg = m.groups()
+        present = name in env and (env[name] != "" or not colon)
+        if present:
+            return env[name]
+        if op == "-":
+            return _interpolate(arg, env, path)
+        if op == "?":
+            raise ComposeError(f"{path}: variable {name} is required: {arg or 'it is not set'}.")
+        return ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def load(compose_path: str | os.PathLike) -> dict:
+    """The compose file with variables substituted as Docker Compose would (environment
+    first, then the .env file beside it)."""
+    path = Path(compose_path)
+    try:
+        import yaml
+    except ImportError:
+        raise ComposeError("Reading compose files needs PyYAML: pip install pyyaml.") from None
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ComposeError(f"{path}: the compose file cannot be read ({exc.strerror or exc}). Give the path "
+                           "of your docker-compose.yml.") from None
+    except yaml.YAMLError as exc:
+        raise ComposeError(f"{path}: not valid YAML: {' '.join(str(exc).split())}.") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict) or not doc["services"]:
+        raise ComposeError(f"{path}: no `services:` mapping; this is not a Docker Compose file.")
+    env = {**_env_file(path.parent / ".env"), **os.environ}
+    return _interpolate(doc, env, path)
+
+
+def _as_dict(value: Any) -> dict[str, str]:
+    """A compose mapping written either as a mapping or as a list of KEY=VALUE strings."""
+    if isinstance(value, dict):
+        return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    result = {}
+    for item in value or []:
+        key, _, val = str(item).partition("=")
+        result[key] = val
+    return result
+
+
+def service_environment(doc: dict, service: str, directory: Path) -> dict[str, str]:
+    """A service's environment: its env_file(s), then its `environment:` entries."""
+    svc = doc["services"][service]
+    env: dict[str, str] = {}
+    env_files = svc.get("env_file") or []
+    for entry in [env_files] if isinstance(env_files, (str, dict)) else env_files:
+        file = entry["path"] if isinstance(entry, dict) else entry
+        env.update(_env_file(directory / file))
+    env.update(_as_dict(svc.get("environment")))
+    return env
+
+
+def letta_service(doc: dict, path: Path) -> tuple[str, str]:
+    """(service, image) of the service that runs a Letta server image."""
+    found = [(name, svc["image"]) for name, svc in doc["services"].items()
+             if isinstance(svc, dict) and isinstance(svc.get("image"), str) and ImageRef.parse(svc["image"]).is_letta]
+    if not found:
+        raise ComposeError(
+            f"{path}: no service runs a Letta server image ({', '.join(LETTA_REPOSITORIES)}); services: "
+            f"{', '.join(doc['services'])}. The suite reads the Letta version to test from that image's tag.")
+    if len(found) > 1:
+        raise ComposeError(f"{path}: services {', '.join(n for n, _ in found)} all run a Letta server image; "
+                           "the suite tests one Letta server per compose file.")
+    return found[0]
+
+
+def letta_image_tag(compose_path: str | os.PathLike) -> tuple[str, str, str | None]:
+    """(service, image, version) of the Letta server in a compose file. ``version`` is the
+    image's release tag, or None when the image names no release (``latest``, a digest only)."""
+    path = Path(compose_path)
+    service, image = letta_service(load(path), path)
+    ref = ImageRef.parse(image)
+    version = ref.tag.removeprefix("v") if ref.tag and RELEASE_TAG.match(ref.tag) else None
+    return service, image, version
+
+
+# -- pinning -------------------------------------------------------------------------------
+def _unpinned(service: str, image: str, *, letta: bool) -> str | None:
+    """Why ``image`` is not pinned, or None when it is."""
+    ref = ImageRef.parse(image)
+    if ref.digest:
+        return None
+    if ref.tag is None:
+        why = "has no tag, so Docker runs `latest`, which moves to every new release"
+    elif ref.tag == "latest":
+        why = "uses the tag `latest`, which moves to every new release"
+    elif letta and not RELEASE_TAG.match(ref.tag):
+        why = f"uses the tag `{ref.tag}`, which is not a Letta release and can move"
+    else:
+        return None
+    if letta:
+        example = f"{ref.repository}:{versions.known_server_versions()[-1]}"
+        return (f"service `{service}` runs `{image}`, which {why}: the next `docker compose pull` or `up` can start "
+                f"a newer Letta server on a database nobody migrated for it (how the 0.11.3 to 0.16.2 incident "
+                f"happened). Pin it to a release, e.g. `image: {example}`, or to a digest "
+                f"(`{example}@sha256:<digest>`); `letta-compat versions` lists the releases")
+    return (f"service `{service}` runs `{image}`, which {why}. Pin it to a fixed tag or a digest "
+            f"(e.g. `{ref.repository}:<version>` or `{ref.repository}@sha256:<digest>`)")
+
+
+def check_pinned(compose_path: str | os.PathLike) -> tuple[str, str, str | None]:
+    """Refuse a compose file whose Letta image (or any image on `latest`) can move;
+    returns ``letta_image_tag`` of it otherwise."""
+    path = Path(compose_path)
+    doc = load(path)
+    service, image = letta_service(doc, path)
+    problems = []
+    for name, svc in doc["services"].items():
+        if isinstance(svc, dict) and isinstance(svc.get("image"), str):
+            why = _unpinned(name, svc["image"], letta=name == service)
+            if why:
+                problems.append(why)
+    if problems:
+        raise UnpinnedImageError(f"{path}: " + "; ".join(problems) + ". Nothing was started.")
+    return letta_image_tag(path)
+
+
+def compose_matrix(compose_path: str | os.PathLike, matrix: Matrix | None) -> Matrix:
+    """The matrix of a ``--letta-compose`` run: one [[server]] entry, the compose file's
+    Letta version (secure when its SECURE=true), on the docker backend; the given matrix's
+    upgrades, Letta Code versions and known incompatibilities are kept."""
+    path = Path(compose_path)
+    service, image, version = check_pinned(path)
+    if version is None:
+        raise ComposeError(f"{path}: service `{service}` pins `{image}` by digest only, so the suite cannot tell "
+                           f"which Letta release it is. Write the release tag too, e.g. "
+                           f"`{ImageRef.parse(image).repository}:0.16.2@sha256:...`.")
+    if versions.server_release(version) is None:
+        raise ComposeError(f"{path}: service `{service}` runs Letta {version}, which this plugin does not know. "
+                           f"Known releases: {', '.join(versions.known_server_versions())}.")
+    env = service_environment(load(path), service, path.parent)
+    secure = env.get("SECURE", "false").lower() == "true"
+    base = matrix or Matrix(path=path, name=path.stem, backend="docker", postgres=PostgresSpec())
+    return dataclasses.replace(
+        base, backend="docker", servers=(ServerEntry(version, "docker", secure),),
+        upgrades=tuple(dataclasses.replace(u, backend="docker") for u in base.upgrades))
+
+
+# -- the copy the suite runs ---------------------------------------------------------------
+def _container_port(entry: Any) -> str:
+    if isinstance(entry, dict):
+        target, protocol = str(entry["target"]), entry.get("protocol", "tcp")
+    else:
+        spec, _, protocol = str(entry).partition("/")
+        target = spec.rsplit(":", 1)[-1]
+    return target if protocol in ("", "tcp") else f"{target}/{protocol}"
+
+
+def _isolated_volume(entry: Any, directory: Path, service: str, notes: list[str]) -> Any:
+    """File bind mounts (init scripts, config) stay; directory bind mounts, where data
+    lives, become throwaway volumes: the suite must never write into the operator's data."""
+    if isinstance(entry, dict):
+        if entry.get("type") != "bind":
+            return entry
+        source, target = entry.get("source", ""), entry["target"]
+    else:
+        parts = str(entry).split(":")
+        if len(parts) < 2 or not parts[0].startswith((".", "/", "~")):
+            return entry  # a named or anonymous volume: scoped to the test project
+        source, target = parts[0], parts[1]
+    host = (directory / os.path.expanduser(source)).resolve()
+    if host.is_file():
+        if isinstance(entry, dict):
+            return {**entry, "source": str(host)}
+        return ":".join([str(host), *str(entry).split(":")[1:]])
+    notes.append(f"service `{service}`: the bind mount {source} -> {target} is replaced by a throwaway volume")
+    return {"type": "volume", "target": target}
+
+
+def _escape(value: Any) -> Any:
+    """Values are already substituted: keep Compose from substituting them again."""
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value.replace("$", "$$") if isinstance(value, str) else value
+
+
+def suite_copy(doc: dict, directory: Path, *, labels: dict[str, str], publish: dict[str, list[str]],
+              environment: dict[str, dict[str, str]], images: dict[str, str]) -> tuple[dict, list[str]]:
+    """The compose document the suite brings up beside the operator's own stack: fixed
+    names and host ports dropped (ports are re-published on 127.0.0.1, ephemeral), data
+    directories swapped for throwaway volumes, restart policies off (a crash must show),
+    every container, network and volume labelled; ``environment`` and ``images`` override
+    per service. Returns it and notes on what was changed."""
+    out = copy.deepcopy(doc)
+    notes: list[str] = []
+    for name, svc in out["services"].items():
+        svc.pop("container_name", None)
+        svc["restart"] = "no"
+        targets = [_container_port(p) for p in svc.get("ports") or []] + publish.get(name, [])
+        if targets:
+            svc["ports"] = [f"127.0.0.1::{t}" for t in dict.fromkeys(targets)]
+        svc["labels"] = {**_as_dict(svc.get("labels")), **labels}
+        if svc.get("volumes"):
+            svc["volumes"] = [_isolated_volume(v, directory, name, notes) for v in svc["volumes"]]
+        if isinstance(svc.get("env_file"), (str, list)):
+            files = [svc["env_file"]] if isinstance(svc["env_file"], str) else svc["env_file"]
+            svc["env_file"] = [str((directory / f).resolve()) if isinstance(f, str) else f for f in files]
+        if name in environment:
+            svc["environment"] = {**_as_dict(svc.get("environment")), **environment[name]}
+        if name in images:
+            svc["image"] = images[name]
+    for section in ("networks", "volumes"):
+        for key, spec in list((out.get(section) or {}).items()):
+            spec = spec or {}
+            if not spec.get("external"):
+                out[section][key] = {**spec, "labels": {**_as_dict(spec.get("labels")), **labels}}
+    out.setdefault("networks", {}).setdefault("default", {"labels": dict(labels)})
+    return _escape(out), notes

@@ -1,1 +1,0 @@
-"""Migration routines operators run on the day: backup, upgrade, fix-ups, restore, verify, rollback."""

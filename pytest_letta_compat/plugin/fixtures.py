@@ -1,0 +1,168 @@
+"""Fixtures for this suite and for other repos (``pip install pytest-letta-compat``).
+
+Session-scoped where something is expensive (PostgreSQL, one server per matrix entry),
+function-scoped where isolation is cheap (clients, connections, cloned databases).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import httpx
+import psycopg
+import pytest
+
+from ..backends import LettaBackend, LettaStack, make_backend
+from ..cache import ENV_VAR as CACHE_ENV, cache_root
+from ..errors import LettaCompatError
+from ..provision.fake_llm import FakeLLM
+from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
+from ..matrix.model import Matrix, PostgresSpec, ServerEntry, UpgradeEntry
+from .stash import BACKEND_KEY, MATRIX_KEY, STACKS_KEY
+
+# the Letta Code runs of a test, attached to its report when it fails
+LETTA_CODE_RUNS_KEY = pytest.StashKey[list]()
+
+
+def _fail(exc: LettaCompatError):
+    pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def letta_matrix(pytestconfig: pytest.Config) -> Matrix | None:
+    """The validated matrix of this run (None when no matrix was given)."""
+    return pytestconfig.stash.get(MATRIX_KEY, None)
+
+
+@pytest.fixture(scope="session")
+def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
+    """A deterministic OpenAI-compatible endpoint every server is configured with."""
+    log = tmp_path_factory.mktemp("fake-llm") / "requests.log"
+    with FakeLLM(log_path=log) as llm:
+        yield llm
+
+
+@pytest.fixture(scope="session")
+def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake_llm: FakeLLM,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[LettaBackend]:
+    """The backend that runs PostgreSQL and the Letta servers for this session."""
+    cfg = pytestconfig
+    name = cfg.getoption("--letta-backend") or (letta_matrix.backend if letta_matrix else "native")
+    cache = cfg.getoption("--letta-cache-dir") or os.environ.get(CACHE_ENV) or cfg.getini("letta_cache_dir") or None
+    timeout = cfg.getoption("--letta-start-timeout") or float(cfg.getini("letta_start_timeout"))
+    try:
+        backend = make_backend(
+            name, postgres=letta_matrix.postgres if letta_matrix else PostgresSpec(), cache=cache_root(cache),
+            workdir=tmp_path_factory.mktemp("letta"), llm_env=fake_llm.server_env(), start_timeout=timeout,
+            redis_binary=cfg.getoption("--letta-redis-server"), compose=cfg.getoption("--letta-compose"))
+        backend.start()
+    except LettaCompatError as exc:
+        _fail(exc)
+    cfg.stash[BACKEND_KEY] = backend
+    try:
+        yield backend
+    finally:
+        backend.stop()
+
+
+@pytest.fixture(scope="session")
+def letta_postgres(letta_backend: LettaBackend) -> LettaBackend:
+    """The PostgreSQL+pgvector the stacks use: ``create_database(name, version=None)``
+    (a copy of ``version``'s migrated template, or empty as init.sql lays it out),
+    ``connect(name)``, ``dsn(name)``, ``drop_database(name)``, ``migrate(name, version)``."""
+    return letta_backend
+
+
+@pytest.fixture(scope="session")
+def letta_server_factory(pytestconfig: pytest.Config, letta_backend: LettaBackend) -> Callable[..., LettaStack]:
+    """``factory(version, *, database=None, secure=False, password=None)`` starts any Letta
+    version on any database (default: a fresh copy of that version's template)."""
+
+    def start(version: str, *, database: str | None = None, secure: bool = False,
+              password: str | None = None) -> LettaStack:
+        try:
+            stack = letta_backend.start_server(version, database=database, secure=secure, password=password)
+        except LettaCompatError as exc:
+            _fail(exc)
+        # attach this server's log to the report of the test that started it, should it fail
+        used = pytestconfig.stash.get(STACKS_KEY, None)
+        if used is not None:
+            used.append(stack)
+        return stack
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def letta_server_entry(request: pytest.FixtureRequest) -> ServerEntry:
+    """The current matrix [[server]] entry (tests using it run once per entry)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def letta_upgrade_entry(request: pytest.FixtureRequest) -> UpgradeEntry:
+    """The current matrix [[upgrade]] entry: ``from_version`` and ``to_version``."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def letta_server(letta_server_entry: ServerEntry, letta_server_factory) -> Iterator[LettaStack]:
+    """The running server of the current matrix entry: ``url``, ``version``, ``dsn``,
+    ``log_path``, ``client()``, ``connect()``. One process per entry, shared by its tests."""
+    stack = letta_server_factory(letta_server_entry.version, secure=letta_server_entry.secure)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def letta_client(letta_server: LettaStack) -> Iterator[httpx.Client]:
+    """An httpx client bound to the entry's server (authenticated in secure mode)."""
+    with letta_server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def letta_db(letta_server: LettaStack) -> Iterator[psycopg.Connection]:
+    """An autocommit psycopg connection to the entry server's database."""
+    with letta_server.connect() as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def letta_code_entry(request: pytest.FixtureRequest, letta_server_entry: ServerEntry) -> LettaCodePair:
+    """The current server × Letta Code pair of the matrix: ``server`` (the [[server]] entry,
+    whose session server the pair's tests share), ``letta_code``, ``version``, ``id``.
+    It carries the parametrization but starts nothing."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def letta_code_install(letta_code_entry: LettaCodePair, letta_backend: LettaBackend) -> LettaCodeInstall:
+    """The pair's Letta Code version, installed into the cache (``executable``, ``source``)."""
+    try:
+        return ensure_letta_code(letta_code_entry.version, letta_backend.cache)
+    except LettaCompatError as exc:
+        _fail(exc)
+
+
+class _LettaCodeFixture(LettaCodeRunner):
+    def __call__(self, *args: str, cwd=None, json: bool = False, timeout: float = RUN_TIMEOUT) -> LettaCodeResult:
+        try:
+            return super().__call__(*args, cwd=cwd, json=json, timeout=timeout)
+        except LettaCompatError as exc:  # a run that hung: one paragraph, not a traceback
+            _fail(exc)
+
+
+@pytest.fixture
+def letta_code(request: pytest.FixtureRequest, letta_code_install: LettaCodeInstall, letta_server: LettaStack,
+               tmp_path) -> LettaCodeRunner:
+    """``letta_code(*args, cwd=None, json=False, timeout=180)`` runs the pair's Letta Code
+    against the pair's server and returns ``.returncode/.stdout/.stderr/.json``. The test's
+    runs share one fresh HOME and project directory (``.home``, ``.project``), so a second
+    run resumes the first one's agent; ``cwd`` runs elsewhere (relative: beside ``.project``);
+    ``json=True`` adds ``--output-format json``."""
+    runner = _LettaCodeFixture(letta_code_install, base_url=letta_server.url, api_key=letta_server.password,
+                               workdir=tmp_path / "letta-code")
+    request.node.stash[LETTA_CODE_RUNS_KEY] = runner.runs
+    return runner

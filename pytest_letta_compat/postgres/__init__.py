@@ -1,0 +1,1 @@
+"""PostgreSQL: the embedded throwaway cluster, and one client for any DSN."""

@@ -1,0 +1,54 @@
+"""Run Letta's alembic migrations against a database, as the official image does at start.
+
+The scripts come from the newest server sdist and run inside that version's venv (its
+``env.py`` imports ``letta.orm``); any older release is reached by stopping at that
+release's head revision, which yields the same schema as the release's own scripts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .. import versions
+from ..errors import ProvisioningError, redact
+from .install import ensure_migration_scripts, ensure_server
+
+
+def alembic_env(dsn: str, home: Path) -> dict[str, str]:
+    # LETTA_PG_URI must be set: the ORM picks column types from it at import time
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LETTA_PG_URI": dsn,
+            "PYTHONUNBUFFERED": "1", "LC_ALL": "C.UTF-8"}
+
+
+def upgrade_database(dsn: str, revision: str, cache: Path, *, log_path: Path | None = None,
+                     timeout: float = 900) -> float:
+    """``alembic upgrade <revision>`` on ``dsn``; returns the seconds it took."""
+    scripts = ensure_migration_scripts(cache)
+    migrator = ensure_server(versions.MIGRATIONS_SOURCE, cache)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="letta-compat-alembic-") as home:
+        try:
+            proc = subprocess.run([str(migrator.alembic), "upgrade", revision], cwd=scripts,
+                                  env=alembic_env(dsn, Path(home)), capture_output=True, text=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ProvisioningError(f"alembic upgrade {revision} did not finish within {timeout:.0f} s.") from None
+    output = redact(proc.stdout + proc.stderr)
+    if log_path is not None:
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(f"$ alembic upgrade {revision}\n{output}\n")
+    if proc.returncode != 0:
+        tail = "\n".join(output.strip().splitlines()[-20:])
+        raise ProvisioningError(f"alembic upgrade {revision} failed (exit {proc.returncode}):\n{tail}")
+    return time.monotonic() - started
+
+
+def upgrade_to_release(dsn: str, version: str, cache: Path, **kwargs) -> float:
+    release = versions.server_release(version)
+    if release is None:
+        raise ProvisioningError(f"Unknown Letta server version {version!r}.")
+    return upgrade_database(dsn, release.alembic_head, cache, **kwargs)

@@ -1,0 +1,153 @@
+"""Install pinned Letta server versions and fetch Letta's migration scripts, on demand.
+
+Each version gets its own venv in the cache, installed with uv and every dependency
+pinned to the release date (``--exclude-newer``).  The alembic scripts are not in any
+wheel: they are extracted at run time from the newest server sdist on PyPI, checked
+against a known sha256, and never vendored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from .. import versions
+from ..cache import locked
+from ..errors import ProvisioningError, redact
+
+PYPI_SIMPLE = os.environ.get("LETTA_COMPAT_PYPI_SIMPLE", "https://pypi.org/simple")
+
+
+@dataclass(frozen=True)
+class ServerInstall:
+    """A ready venv holding one Letta server version."""
+
+    version: str
+    venv: Path
+    installed_in: float  # seconds spent installing; 0.0 when it came from the cache
+
+    @property
+    def letta(self) -> Path:
+        return self.venv / "bin" / "letta"
+
+    @property
+    def alembic(self) -> Path:
+        return self.venv / "bin" / "alembic"
+
+    @property
+    def python(self) -> Path:
+        return self.venv / "bin" / "python"
+
+
+def _uv() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except Exception:  # noqa: BLE001 - fall back to PATH
+        found = shutil.which("uv")
+        if not found:
+            raise ProvisioningError("uv is needed to install Letta servers: pip install uv.") from None
+        return found
+
+
+def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None, cwd: Path | None = None,
+         timeout: float = 1800) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ProvisioningError(f"{what} did not finish within {timeout:.0f} s.") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise ProvisioningError(f"{what} failed (exit {proc.returncode}):\n{redact(tail)}")
+    return proc.stdout
+
+
+def ensure_server(version: str, cache: Path) -> ServerInstall:
+    """Return the cached venv for ``version``, installing it first if needed."""
+    release = versions.server_release(version)
+    if release is None:
+        raise ProvisioningError(
+            f"Letta server version {version!r} is not one this plugin knows. Allowed: "
+            + ", ".join(versions.known_server_versions()) + "."
+        )
+    venv = cache / "servers" / version
+    marker = venv / ".letta-compat-installed"
+    wanted = json.dumps({"spec": release.pip_spec, "exclude_newer": release.exclude_newer})
+    if marker.exists() and marker.read_text() == wanted:
+        return ServerInstall(version, venv, 0.0)
+    with locked(venv):
+        if marker.exists() and marker.read_text() == wanted:  # another process finished it
+            return ServerInstall(version, venv, 0.0)
+        started = time.monotonic()
+        shutil.rmtree(venv, ignore_errors=True)
+        uv = _uv()
+        # the servers need a Python they support (3.11-3.13); the one running us will do
+        _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], f"Creating a venv for Letta {version}")
+        _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+              "--exclude-newer", release.exclude_newer, release.pip_spec],
+             f"Installing Letta server {version} ({release.pip_spec}, dependencies as of "
+             f"{release.exclude_newer})")
+        marker.write_text(wanted)
+        return ServerInstall(version, venv, time.monotonic() - started)
+
+
+def _sdist_url(version: str) -> str:
+    name = f"letta-{version}.tar.gz"
+    try:
+        resp = httpx.get(f"{PYPI_SIMPLE}/letta/", headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+                         timeout=60, follow_redirects=True)
+        resp.raise_for_status()
+        for f in resp.json()["files"]:
+            if f["filename"] == name:
+                return f["url"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise ProvisioningError(f"Could not read the letta file list from {PYPI_SIMPLE}: {exc}.") from None
+    raise ProvisioningError(f"{PYPI_SIMPLE}/letta/ does not list {name}.")
+
+
+def ensure_migration_scripts(cache: Path) -> Path:
+    """Directory holding ``alembic.ini`` and ``alembic/`` from the newest server sdist."""
+    version = versions.MIGRATIONS_SOURCE
+    target = cache / "migrations" / version
+    marker = target / ".letta-compat-extracted"
+    if marker.exists():
+        return target
+    with locked(target):
+        if marker.exists():
+            return target
+        url = _sdist_url(version)
+        try:
+            data = httpx.get(url, timeout=300, follow_redirects=True).raise_for_status().content
+        except httpx.HTTPError as exc:
+            raise ProvisioningError(f"Downloading letta-{version}.tar.gz failed: {exc}.") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != versions.MIGRATIONS_SDIST_SHA256:
+            raise ProvisioningError(
+                f"letta-{version}.tar.gz from {url} has sha256 {digest}, expected "
+                f"{versions.MIGRATIONS_SDIST_SHA256}; refusing to run migrations from it.")
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        prefix = f"letta-{version}/"
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = [m for m in tar.getmembers()
+                       if m.name == prefix + "alembic.ini" or m.name.startswith(prefix + "alembic/")]
+            if not any(m.name == prefix + "alembic.ini" for m in members):
+                raise ProvisioningError(f"letta-{version}.tar.gz has no alembic.ini; cannot migrate.")
+            for m in members:
+                m.name = m.name[len(prefix):]
+            # only alembic.ini and alembic/: never the sdist's letta/, which would shadow the venv's
+            tar.extractall(target, members=members, filter="data")
+        marker.touch()
+        return target

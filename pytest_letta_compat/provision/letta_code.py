@@ -1,0 +1,325 @@
+"""Letta Code CLI versions: installed on demand into the cache, run headless against a server.
+
+Releases before 0.32.13 come from npm (``@letta-ai/letta-code@X``, run by the machine's
+Node); from 0.32.13 on, PyPI's ``letta==X`` is Letta Code with its own Node runtime.
+Versions are always exact. Every run gets its own HOME and working directory, a closed
+stdin, no auto-updater and no telemetry, and is killed (with anything it spawned) when it
+outlives its timeout.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import Timeout as LockTimeout
+from packaging.version import Version
+
+from .. import versions
+from ..cache import locked
+from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
+from ..matrix.model import LettaCodeEntry, Matrix, ServerEntry
+from .procs import _child_setup
+
+NPM_PACKAGE = "@letta-ai/letta-code"
+INSTALL_TIMEOUT = 900.0
+RUN_TIMEOUT = 180.0
+_EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+# Without this, Letta Code first creates default agents on Anthropic models the server lacks.
+_SETTINGS = {"createDefaultAgents": False}
+_SETTINGS_FILES = (".config/letta/settings.json",  # 0.15.x
+                   ".letta/settings.json")  # later releases
+
+
+@dataclass(frozen=True)
+class LettaCodePair:
+    """One cell of the matrix's server × Letta Code grid."""
+
+    server: ServerEntry
+    letta_code: LettaCodeEntry
+
+    @property
+    def version(self) -> str:
+        return self.letta_code.version
+
+    @property
+    def id(self) -> str:
+        return f"{self.server.id}-{self.letta_code.id}"
+
+
+@dataclass(frozen=True)
+class LettaCodeInstall:
+    """A ready install of one Letta Code version."""
+
+    version: str
+    root: Path
+    source: str  # "npm" or "pypi"
+    installed_in: float  # seconds spent installing; 0.0 when it came from the cache
+
+    @property
+    def executable(self) -> Path:
+        if self.source == "npm":
+            return self.root / "node_modules" / ".bin" / "letta"
+        return self.root / "venv" / "bin" / "letta"
+
+
+@dataclass(repr=False)
+class LettaCodeResult:
+    """What one CLI run did. ``returncode`` is None when the run was stopped at its timeout."""
+
+    version: str
+    args: tuple[str, ...]
+    cwd: Path
+    returncode: int | None
+    stdout: str
+    stderr: str
+    duration: float
+    json: Any = None
+
+    @property
+    def command(self) -> str:
+        return "letta " + shlex.join(self.args)
+
+    def __repr__(self) -> str:
+        return f"<LettaCodeResult {self.command!r}: exit code {self.returncode}>"
+
+    def error_line(self) -> str:
+        """The line of stderr (else stdout) that says what went wrong, for assertion messages."""
+        lines = [line.strip() for line in (self.stderr or self.stdout).splitlines() if line.strip()]
+        return next((line for line in lines if "Error" in line), lines[-1] if lines else "(no output)")[:500]
+
+    def describe(self) -> str:
+        """The run for a failure report: command, exit code, stdout and stderr."""
+        status = "stopped at its timeout" if self.returncode is None else f"exit code {self.returncode}"
+        return redact(f"$ {self.command}   (in {self.cwd})\n{status} after {self.duration:.1f} s\n"
+                      f"--- stdout ---\n{self.stdout.rstrip()}\n--- stderr ---\n{self.stderr.rstrip()}")
+
+
+class LettaCodeTimeout(LettaCompatError):
+    """A run outlived its timeout; ``result`` holds what it printed until it was killed."""
+
+    def __init__(self, message: str, result: LettaCodeResult):
+        super().__init__(message)
+        self.result = result
+
+
+def install_source(version: str) -> str:
+    return "pypi" if Version(version) >= versions.LETTA_CODE_PYPI_MIN else "npm"
+
+
+def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> LettaCodeInstall:
+    """The cached install of Letta Code ``version`` (exact), installing it first if needed."""
+    if not isinstance(version, str) or not _EXACT_VERSION.match(version):
+        raise ProvisioningError(
+            f"Letta Code version {version!r} is not an exact release number. Allowed: an exact "
+            "version such as \"0.25.9\" (never a range or a tag such as latest).")
+    source = install_source(version)
+    root = Path(cache) / "letta-code" / version
+    marker = root / ".letta-compat-installed"
+    spec = f"letta=={version}" if source == "pypi" else f"{NPM_PACKAGE}@{version}"
+    wanted = jsonlib.dumps({"source": source, "spec": spec})
+    if marker.exists() and marker.read_text() == wanted:
+        return LettaCodeInstall(version, root, source, 0.0)
+    try:
+        with locked(root, timeout=timeout + 60):  # another process may be installing it
+            if marker.exists() and marker.read_text() == wanted:
+                return LettaCodeInstall(version, root, source, 0.0)
+            started = time.monotonic()
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            install = LettaCodeInstall(version, root, source, 0.0)
+            deadline = started + timeout
+            try:
+                if source == "npm":
+                    _install_from_npm(install, spec, deadline)
+                else:
+                    _install_from_pypi(install, spec, deadline)
+                _check_version(install, deadline)
+            except LettaCompatError:
+                shutil.rmtree(root, ignore_errors=True)  # a half install must never look usable
+                raise
+            marker.write_text(wanted)
+            return LettaCodeInstall(version, root, source, time.monotonic() - started)
+    except LockTimeout:
+        raise ProvisioningError(
+            f"Letta Code {version}: another process held the install lock on {root} for more than "
+            f"{timeout + 60:.0f} s; remove {root}.lock if no install is running.") from None
+
+
+def _install_from_npm(install: LettaCodeInstall, spec: str, deadline: float) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ProvisioningError(
+            f"Letta Code {install.version} comes from npm, but no `npm` is on PATH. Install Node.js "
+            f">= 20 with npm, or choose a Letta Code >= {versions.LETTA_CODE_PYPI_MIN} (from PyPI).")
+    env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false",
+           "npm_config_audit": "false"}
+    # install scripts only fetch optional native add-ons (sharp, node-pty); the CLI runs without them
+    _install_step([npm, "install", "--prefix", str(install.root), "--ignore-scripts", "--no-save",
+                   "--loglevel=error", spec], f"`npm install {spec}`", install, env, deadline)
+
+
+def _install_from_pypi(install: LettaCodeInstall, spec: str, deadline: float) -> None:
+    from .install import _uv
+
+    uv, venv = _uv(), install.root / "venv"
+    _install_step([uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                  "creating its venv", install, None, deadline)
+    _install_step([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), spec],
+                  f"`uv pip install {spec}`", install, None, deadline)
+
+
+def _install_step(argv: list[str], what: str, install: LettaCodeInstall, env: dict[str, str] | None,
+                  deadline: float) -> None:
+    timeout = max(deadline - time.monotonic(), 1.0)
+    returncode, out, err, _ = _bounded_run(argv, env=env, cwd=install.root, timeout=timeout)
+    if returncode is None:
+        raise ProvisioningError(
+            f"Letta Code {install.version} could not be installed: {what} did not finish within "
+            f"{timeout:.0f} s and was stopped.")
+    if returncode != 0:
+        tail = "\n".join((err.strip() or out.strip()).splitlines()[-15:])
+        raise ProvisioningError(
+            f"Letta Code {install.version} could not be installed from {install.source}: {what} "
+            f"failed (exit {returncode}):\n{redact(tail)}")
+
+
+def _check_version(install: LettaCodeInstall, deadline: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="letta-code-check-") as tmp:
+        home, cwd = Path(tmp) / "home", Path(tmp) / "cwd"
+        timeout = max(deadline - time.monotonic(), 30.0)
+        try:
+            result = run_letta_code(install, ["--version"], base_url="http://127.0.0.1:9", home=home,
+                                    cwd=cwd, timeout=timeout)
+        except LettaCodeTimeout:
+            result = None
+    if result is None or result.returncode != 0 or install.version not in result.stdout:
+        shown = result.describe() if result else f"no answer within {timeout:.0f} s"
+        raise ProvisioningError(
+            f"Letta Code {install.version} installed into {install.root}, but `letta --version` "
+            f"does not report {install.version}:\n{shown}")
+
+
+def prepare_home(home: Path) -> None:
+    """A HOME where Letta Code skips its default agents (settings it wrote are kept)."""
+    for relative in _SETTINGS_FILES:
+        path = home / relative
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(jsonlib.dumps(_SETTINGS) + "\n")
+
+
+def cli_env(home: Path, base_url: str, api_key: str | None) -> dict[str, str]:
+    """The machine's environment minus any Letta or XDG setting, plus the run's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "XDG_"))}
+    env.update(HOME=str(home), DISABLE_AUTOUPDATER="1", LETTA_CODE_TELEM="0", LETTA_BASE_URL=base_url,
+               NO_COLOR="1")
+    if api_key:
+        env["LETTA_API_KEY"] = api_key
+    return env
+
+
+def run_letta_code(install: LettaCodeInstall, args: list[str] | tuple[str, ...], *, base_url: str,
+                   api_key: str | None = None, home: Path, cwd: Path, timeout: float = RUN_TIMEOUT,
+                   json: bool = False) -> LettaCodeResult:
+    """Run ``letta ARGS`` once. With ``json``, ``--output-format json`` is added unless given,
+    and the result's ``json`` holds the parsed JSON object (None if stdout had none)."""
+    register_secret(api_key)
+    args = tuple(str(a) for a in args)
+    if json and "--output-format" not in args:
+        args += ("--output-format", "json")
+    home, cwd = Path(home), Path(cwd)
+    home.mkdir(parents=True, exist_ok=True)
+    cwd.mkdir(parents=True, exist_ok=True)
+    prepare_home(home)
+    started = time.monotonic()
+    returncode, out, err, _ = _bounded_run([str(install.executable), *args], env=cli_env(home, base_url, api_key),
+                                           cwd=cwd, timeout=timeout)
+    result = LettaCodeResult(install.version, args, cwd, returncode, redact(out), redact(err),
+                             time.monotonic() - started, parse_json_output(out) if json else None)
+    if returncode is None:
+        raise LettaCodeTimeout(
+            f"Letta Code {install.version} did not finish `{result.command}` within {timeout:.0f} s "
+            f"against {base_url}; it was stopped. Its output so far:\n{result.describe()}", result)
+    return result
+
+
+def parse_json_output(stdout: str) -> Any:
+    """The JSON document on stdout: the whole text, else its last line holding a JSON object."""
+    try:
+        return jsonlib.loads(stdout)
+    except ValueError:
+        pass
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return jsonlib.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def _bounded_run(argv: list[str], *, env: dict[str, str] | None, cwd: Path,
+                 timeout: float) -> tuple[int | None, str, str, float]:
+    """Run with stdin closed and output in files (no pipe a grandchild could hold open).
+    Returns (exit code or None at timeout, stdout, stderr, seconds); the whole process
+    group is killed afterwards, so nothing it spawned outlives it."""
+    started = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                    preexec_fn=_child_setup(signal.SIGKILL, None), close_fds=True)
+        except OSError as exc:
+            raise ProvisioningError(f"Could not run {argv[0]}: {exc.strerror or exc}.") from None
+        try:
+            returncode: int | None = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        out.seek(0)
+        err.seek(0)
+        return (returncode, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
+                time.monotonic() - started)
+
+
+class LettaCodeRunner:
+    """Runs one Letta Code version against one server; every run is kept in ``runs``.
+
+    Runs share one HOME and, unless ``cwd`` is given, one project directory, so a second
+    run resumes the first one's agent as it would on a user's machine."""
+
+    def __init__(self, install: LettaCodeInstall, *, base_url: str, api_key: str | None, workdir: Path):
+        self.install = install
+        self.base_url = base_url
+        self.api_key = api_key
+        self.home = Path(workdir) / "home"
+        self.project = Path(workdir) / "project"
+        self.runs: list[LettaCodeResult] = []
+
+    def __call__(self, *args: str, cwd: str | os.PathLike | None = None, json: bool = False,
+                 timeout: float = RUN_TIMEOUT) -> LettaCodeResult:
+        where = self.project if cwd is None else self.project.parent / cwd
+        try:
+            result = run_letta_code(self.install, args, base_url=self.base_url, api_key=self.api_key,
+                                    home=self.home, cwd=where, timeout=timeout, json=json)
+        except LettaCodeTimeout as exc:
+            self.runs.append(exc.result)
+            raise
+        self.runs.append(result)
+        return result

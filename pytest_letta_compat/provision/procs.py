@@ -1,0 +1,182 @@
+"""Child processes that never outlive the test run, and ephemeral ports.
+
+Every server (PostgreSQL, Redis, Letta) is started through ``ManagedProcess``:
+- its output goes through a pump that masks secrets before it reaches the log file;
+- it gets PR_SET_PDEATHSIG, so the kernel stops it even if the test process is
+  SIGKILLed or crashes, and ``stop_all`` runs at interpreter exit (Ctrl-C included).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import ProvisioningError, redact
+
+_PR_SET_PDEATHSIG = 1
+_live: dict["ManagedProcess", None] = {}  # insertion-ordered
+_live_lock = threading.Lock()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS just handed out for port 0; callers retry if they lose the race."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _child_setup(death_signal: int, user: str | None) -> Callable[[], None]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    entry = pwd.getpwnam(user) if user else None
+
+    def setup() -> None:
+        os.setpgrp()  # our own group: a Ctrl-C in the terminal is handled by us, in order
+        if entry is not None:
+            os.setgid(entry.pw_gid)
+            os.setgroups([])
+            os.setuid(entry.pw_uid)
+        # after setuid: changing credentials clears the parent-death signal
+        libc.prctl(_PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
+        if os.getppid() == 1:  # the parent already died while we were forking
+            os._exit(1)
+
+    return setup
+
+
+class ManagedProcess:
+    """One server process with a redacted log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: dict[str, str],
+        cwd: Path,
+        user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
+        stop_timeout: float = 20.0,
+    ):
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = Path(log_path)
+        self.env = env
+        self.cwd = Path(cwd)
+        self.user = user
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.popen: subprocess.Popen | None = None
+        self._pump: threading.Thread | None = None
+
+    def start(self) -> "ManagedProcess":
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        try:
+            self.popen = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                preexec_fn=_child_setup(self.stop_signal, self.user), close_fds=True,
+            )
+        except OSError as exc:
+            raise ProvisioningError(
+                f"Could not start {self.name} ({self.argv[0]}): {exc.strerror or exc}."
+            ) from None
+        with _live_lock:
+            _live[self] = None
+        self._pump = threading.Thread(target=self._pump_output, name=f"log-{self.name}", daemon=True)
+        self._pump.start()
+        return self
+
+    def _pump_output(self) -> None:
+        assert self.popen and self.popen.stdout
+        with open(self.log_path, "a", encoding="utf-8", errors="replace") as log:
+            for raw in iter(self.popen.stdout.readline, b""):
+                log.write(redact(raw.decode("utf-8", errors="replace")))
+                log.flush()
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return redact("\n".join(text.splitlines()[-lines:]))
+
+    def stop(self) -> None:
+        if self.popen is None:
+            return
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, self.stop_signal)
+            except ProcessLookupError:
+                pass
+            try:
+                self.popen.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.popen.wait(10)
+        if self._pump is not None:
+            self._pump.join(5)
+        with _live_lock:
+            _live.pop(self, None)
+
+
+def wait_until(
+    what: str,
+    probe: Callable[[], bool],
+    *,
+    timeout: float,
+    process: ManagedProcess | None = None,
+    interval: float = 0.25,
+) -> float:
+    """Poll ``probe`` until it is true; fail early if ``process`` dies. Returns seconds waited."""
+    start = time.monotonic()
+    while True:
+        try:
+            if probe():
+                return time.monotonic() - start
+        except Exception:  # noqa: BLE001 - a probe failing just means "not yet"
+            pass
+        if process is not None and not process.running():
+            code = process.popen.returncode if process.popen else None
+            raise ProvisioningError(
+                f"{process.name} exited with code {code} before {what}. "
+                f"Last lines of its log ({process.log_path}):\n{process.log_tail(40)}"
+            )
+        if time.monotonic() - start > timeout:
+            tail = f" Last lines of its log ({process.log_path}):\n{process.log_tail(40)}" if process else ""
+            raise ProvisioningError(f"Timed out after {timeout:.0f} s waiting for {what}.{tail}")
+        time.sleep(interval)
+
+
+def stop_all() -> None:
+    """Stop every process still running, newest first."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in reversed(procs):
+        try:
+            proc.stop()
+        except Exception:  # noqa: BLE001 - keep stopping the others
+            pass
+
+
+atexit.register(stop_all)

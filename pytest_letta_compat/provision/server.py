@@ -1,0 +1,101 @@
+"""One ``letta server`` process: its own HOME, working directory, port and log."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import httpx
+
+from ..errors import ProvisioningError, register_secret
+from .install import ServerInstall
+from .procs import ManagedProcess, free_port, wait_until
+
+
+class LettaServerProcess:
+    def __init__(
+        self,
+        install: ServerInstall,
+        dsn: str,
+        workdir: Path,
+        *,
+        redis: tuple[str, int] | None = None,
+        llm_env: dict[str, str] | None = None,
+        password: str | None = None,
+        secure: bool = False,
+        start_timeout: float = 300,
+    ):
+        self.install = install
+        self.version = install.version
+        self.dsn = dsn
+        self.workdir = Path(workdir)
+        self.home = self.workdir / "home"  # letta writes ~/.letta
+        self.cwd = self.workdir / "cwd"  # letta writes openapi_letta.json into its cwd
+        self.log_path = self.workdir / "letta-server.log"
+        self.redis = redis
+        self.llm_env = dict(llm_env or {})
+        self.secure = secure or password is not None
+        self.password = password or (secrets.token_urlsafe(18) if self.secure else None)
+        register_secret(self.password)
+        self.start_timeout = start_timeout
+        self.port: int | None = None
+        self.process: ManagedProcess | None = None
+        self.started_in: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.password}"} if self.password else {}
+
+    def _env(self) -> dict[str, str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "LETTA_PG_URI": self.dsn,
+            "PYTHONUNBUFFERED": "1",
+            "LC_ALL": "C.UTF-8",
+            "TZ": "UTC",
+            **self.llm_env,
+        }
+        if self.redis:
+            env["LETTA_REDIS_HOST"], env["LETTA_REDIS_PORT"] = self.redis[0], str(self.redis[1])
+        if self.secure:
+            env["LETTA_SERVER_SECURE"] = "true"
+            env["LETTA_SERVER_PASSWORD"] = self.password or ""
+        return env
+
+    def _healthy(self) -> bool:
+        resp = httpx.get(f"{self.url}/v1/health/", timeout=5)
+        return resp.status_code == 200
+
+    def start(self) -> "LettaServerProcess":
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(3):
+            self.port = free_port()
+            self.process = ManagedProcess(
+                f"Letta server {self.version}",
+                [str(self.install.letta), "server", "--host", "127.0.0.1", "--port", str(self.port)],
+                log_path=self.log_path, env=self._env(), cwd=self.cwd, stop_timeout=30,
+            ).start()
+            try:
+                self.started_in = wait_until(
+                    f"Letta server {self.version} to report healthy on {self.url}/v1/health/",
+                    self._healthy, timeout=self.start_timeout, process=self.process, interval=0.2)
+                return self
+            except ProvisioningError:
+                self.process.stop()
+                if "address already in use" not in self.process.log_tail(15).lower():
+                    raise
+        raise ProvisioningError(f"Letta server {self.version} could not bind a free port; see {self.log_path}.")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+
+    def log_tail(self, lines: int = 80) -> str:
+        return self.process.log_tail(lines) if self.process else ""

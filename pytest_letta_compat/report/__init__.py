@@ -1,0 +1,1 @@
+"""The compatibility grid and the gate that decides an image bump from it."""

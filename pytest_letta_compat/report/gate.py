@@ -1,0 +1,104 @@
+"""The CI gate: when a change moves the Letta image tag in a compose file, run the upgrade
+path old -> new (and the matrix's Letta Code versions) before it merges.
+
+Pytest-free: it writes a matrix for the path and runs the suite in a pytest subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+from packaging.version import Version
+
+from ..matrix.compose_file import check_pinned, letta_image_tag
+from ..errors import LettaCompatError
+
+
+
+def _git(args: list[str], cwd: Path) -> str:
+    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LettaCompatError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}.")
+    return proc.stdout
+
+
+def version_at_ref(compose: Path, ref: str) -> str | None:
+    """The Letta release the compose file pinned at ``ref`` (None: unpinned there)."""
+    top = Path(_git(["rev-parse", "--show-toplevel"], compose.parent).strip())
+    rel = compose.resolve().relative_to(top)
+    text = _git(["show", f"{ref}:{rel.as_posix()}"], top)
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / compose.name
+        old.write_text(text)
+        env = compose.parent / ".env"  # the .env beside it resolves ${...} in the old file too
+        if env.exists():
+            (Path(tmp) / ".env").write_text(env.read_text())
+        return letta_image_tag(old)[2]
+
+
+def _toml_value(value) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def path_matrix(old: str, new: str, base_matrix: Path | None) -> str:
+    """Matrix TOML for the upgrade path; Letta Code versions, PostgreSQL and declared
+    incompatibilities come from ``base_matrix`` when given."""
+    base = tomllib.loads(base_matrix.read_text()) if base_matrix else {}
+    lines = [f'name = "gate-{old}-to-{new}"']
+    if "backend" in base:
+        lines.append(f"backend = {_toml_value(base['backend'])}")
+    if base.get("postgres"):
+        lines += ["[postgres]"] + [f"{k} = {_toml_value(v)}" for k, v in base["postgres"].items()]
+    for version in (old, new):
+        lines += ["[[server]]", f'version = "{version}"']
+    lines += ["[[upgrade]]", f'from = "{old}"', f'to = "{new}"']
+    for table in ("letta_code", "known_incompatibility"):
+        for entry in base.get(table, []):
+            lines += [f"[[{table}]]"] + [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str | None = None,
+             matrix: str | Path | None = None, suite: str | Path | None = None,
+             pytest_args: list[str] | None = None, report: str | None = None, echo=print) -> int:
+    compose = Path(compose)
+    service, image, new = check_pinned(compose)  # refuses `latest` and friends first
+    if new is None:
+        raise LettaCompatError(f"{compose}: service `{service}` pins `{image}` by digest only; add the release tag "
+                               "so the gate knows which version it is.")
+    old = from_version or version_at_ref(compose, base_ref)
+    if old is None:
+        raise LettaCompatError(
+            f"{compose} at {base_ref} did not pin its Letta image, so the gate cannot tell which version the "
+            "database holds today. Say it with --from VERSION (`curl /v1/health/` on the running server).")
+    if old == new:
+        echo(f"Letta image of `{service}` unchanged ({new}) since {base_ref}: nothing to check.")
+        return 0
+    if Version(new) < Version(old):
+        echo(f"`{service}` moves Letta DOWN from {old} to {new}: Letta's migrations only go forward; "
+             "roll back with `letta-compat rollback` and a backup instead.")
+        return 1
+    if suite and not Path(suite).exists():
+        raise LettaCompatError(f"--suite {suite}: no such file or directory. Leave it out to run the "
+                               "compatibility suite shipped with pytest-letta-compat.")
+    echo(f"`{service}` moves Letta from {old} to {new} (since {base_ref}): running the upgrade path.")
+    with tempfile.TemporaryDirectory(prefix="letta-compat-gate-") as tmp:
+        matrix_file = Path(tmp) / "gate.toml"
+        matrix_file.write_text(path_matrix(old, new, Path(matrix) if matrix else None))
+        # without --suite: the shipped suite alone (run from the empty temporary directory, so
+        # nothing of the caller's own tests is collected with it)
+        tests = [str(Path(suite).resolve())] if suite else ["--letta-suite", tmp]
+        argv = [sys.executable, "-m", "pytest", *tests, f"--letta-matrix={matrix_file}", "-p", "no:cacheprovider"]
+        if report:
+            argv.append(f"--letta-report={Path(report).resolve()}")
+        proc = subprocess.run(argv + list(pytest_args or []), cwd=None if suite else tmp)
+    if proc.returncode == 0:
+        echo(f"Upgrade {old} -> {new}: compatible.")
+    else:
+        echo(f"Upgrade {old} -> {new}: NOT compatible (pytest exit {proc.returncode}); do not merge this bump.")
+    return 0 if proc.returncode == 0 else 1

@@ -1,0 +1,206 @@
+"""The compatibility report: a grid of matrix entries × checks, from test outcomes.
+
+Pytest-free: the pytest layer feeds it ``CheckOutcome`` records; ``letta-compat report
+merge`` combines the JSON of several shards.  Renders a terminal grid, JSON, Markdown
+(CI job summaries) and a self-contained HTML page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import LettaCompatError, redact
+
+# worst first: a cell shows the worst outcome among its tests (a declared incompatibility
+# outranks the passes beside it: the pair is still incompatible)
+_SEVERITY = ["failed", "error", "xpassed", "xfailed", "passed", "skipped"]
+_LABEL = {"failed": "fail", "error": "error", "xpassed": "XPASS", "passed": "pass",
+          "xfailed": "expected failure", "skipped": "skipped"}
+_SHORT = {"failed": "FAIL", "error": "ERROR", "xpassed": "XPASS", "passed": "pass",
+          "xfailed": "xfail", "skipped": "skip"}
+_COLOUR = {"failed": "#f8b4b4", "error": "#f8b4b4", "xpassed": "#fcd9a8", "passed": "#b7e4c7",
+           "xfailed": "#fff3b0", "skipped": "#e5e7eb"}
+CHECK_ORDER = ["smoke", "schema", "api", "roundtrip", "upgrade"]
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CheckOutcome:
+    nodeid: str
+    row: str  # matrix entry: server-0.16.2, upgrade-0.11.3-to-0.16.2
+    column: str  # check name, or letta-code-<version>
+    outcome: str  # one of _SEVERITY
+    message: str = ""  # failure text or skip/xfail reason (secrets masked)
+    log_excerpt: str = ""  # server log tail for failures (secrets masked)
+    duration: float = 0.0
+
+
+@dataclass
+class Report:
+    matrix: str = ""
+    outcomes: list[CheckOutcome] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+
+    # -- model -----------------------------------------------------------------------------
+    def rows(self) -> list[str]:
+        def key(row: str):
+            kind, _, rest = row.partition("-")
+            return (0 if kind == "server" else 1, [int(p) if p.isdigit() else p for p in rest.replace("-", ".").split(".")])
+        return sorted({o.row for o in self.outcomes}, key=key)
+
+    def columns(self) -> list[str]:
+        cols = {o.column for o in self.outcomes}
+        checks = [c for c in CHECK_ORDER if c in cols]
+        return checks + sorted(cols - set(checks))
+
+    def cell(self, row: str, column: str) -> list[CheckOutcome]:
+        return [o for o in self.outcomes if o.row == row and o.column == column]
+
+    @staticmethod
+    def verdict(tests: list[CheckOutcome]) -> str | None:
+        if not tests:
+            return None
+        return min((t.outcome for t in tests), key=_SEVERITY.index)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for o in self.outcomes:
+            out[o.outcome] = out.get(o.outcome, 0) + 1
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not any(o.outcome in ("failed", "error", "xpassed") for o in self.outcomes)
+
+    # -- renderings ------------------------------------------------------------------------
+    def terminal_lines(self) -> list[str]:
+        rows, cols = self.rows(), self.columns()
+        if not rows:
+            return []
+        width = max(len(r) for r in rows)
+        cw = [max(len(c), 6) for c in cols]
+        lines = [" " * width + "  " + "  ".join(c.ljust(w) for c, w in zip(cols, cw))]
+        for r in rows:
+            cells = [_SHORT.get(self.verdict(self.cell(r, c)) or "", "-") for c in cols]
+            lines.append(r.ljust(width) + "  " + "  ".join(s.ljust(w) for s, w in zip(cells, cw)))
+        lines.append("cells: pass, FAIL, ERROR, XPASS (a declared incompatibility no longer holds), "
+                     "xfail (declared in the matrix), skip, - (not run)")
+        declared: dict[str, list[str]] = {}
+        for r in rows:
+            for c in cols:
+                for t in self.cell(r, c):
+                    if t.outcome == "xfailed" and f"{r} × {c}" not in declared.get(t.message, []):
+                        declared.setdefault(t.message, []).append(f"{r} × {c}")
+        lines += [f"xfail {', '.join(cells)}: {reason}" for reason, cells in declared.items()]
+        return lines
+
+    def to_json(self) -> dict:
+        grid = {r: {c: self.verdict(self.cell(r, c)) for c in self.columns()} for r in self.rows()}
+        return {"format": FORMAT_VERSION, "matrix": self.matrix, "created": self.created,
+                "rows": self.rows(), "columns": self.columns(), "grid": grid, "counts": self.counts(),
+                "ok": self.ok, "tests": [asdict(o) for o in self.outcomes]}
+
+    def to_markdown(self) -> str:
+        rows, cols = self.rows(), self.columns()
+        icon = {"failed": "❌ fail", "error": "❌ error", "xpassed": "⚠️ XPASS", "passed": "✅ pass",
+                "xfailed": "🟡 expected failure", "skipped": "⏭️ skipped"}
+        out = [f"## Letta compatibility: {self.matrix or 'matrix'}", "",
+               "| entry | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for r in rows:
+            out.append(f"| {r} | " + " | ".join(icon.get(self.verdict(self.cell(r, c)) or "", "–") for c in cols) + " |")
+        failures = [o for o in self.outcomes if o.outcome in ("failed", "error", "xpassed")]
+        if failures:
+            out += ["", "### Failures", ""]
+            for o in failures:
+                first = (o.message.strip().splitlines() or [""])[-1][:300]
+                out.append(f"- `{o.nodeid}`: {first}")
+        return "\n".join(out) + "\n"
+
+    def to_html(self) -> str:
+        rows, cols = self.rows(), self.columns()
+        esc = html.escape
+        head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+        body, details = [], []
+        for r in rows:
+            tds = []
+            for c in cols:
+                tests = self.cell(r, c)
+                v = self.verdict(tests)
+                if v is None:
+                    tds.append('<td class="none">–</td>')
+                    continue
+                label = esc(_LABEL[v])
+                bad = [t for t in tests if t.outcome in ("failed", "error", "xpassed", "xfailed")]
+                if bad:
+                    anchor = f"f-{len(details)}"
+                    details.append((anchor, r, c, bad))
+                    label = f'<a href="#{anchor}">{label}</a>'
+                tds.append(f'<td style="background:{_COLOUR[v]}">{label}</td>')
+            body.append(f"<tr><th>{esc(r)}</th>{''.join(tds)}</tr>")
+        sections = []
+        for anchor, r, c, bad in details:
+            items = "".join(
+                f"<h4>{esc(t.nodeid)} — {esc(_LABEL[t.outcome])}</h4><pre>{esc(t.message)}</pre>"
+                + (f"<details><summary>server log excerpt</summary><pre>{esc(t.log_excerpt)}</pre></details>"
+                   if t.log_excerpt else "")
+                for t in bad)
+            sections.append(f'<section id="{anchor}"><h3>{esc(r)} · {esc(c)}</h3>{items}</section>')
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts().items()))
+        return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Letta compatibility report</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;color:#111}}
+table{{border-collapse:collapse}} th,td{{border:1px solid #999;padding:.4rem .8rem;text-align:center}}
+tbody th{{text-align:left;font-family:monospace}} pre{{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:30rem}}
+section{{margin-top:2rem;border-top:2px solid #ddd}}
+</style></head><body>
+<h1>Letta compatibility report</h1>
+<p>Matrix: <code>{esc(self.matrix)}</code> · {esc(counts)} · verdict: <strong>{"compatible" if self.ok else "NOT compatible"}</strong></p>
+<table id="grid"><thead><tr><th>entry</th>{head}</tr></thead><tbody>
+{''.join(body)}
+</tbody></table>
+{''.join(sections)}
+</body></html>
+"""
+
+    def write(self, path: str | Path) -> list[Path]:
+        """Write ``path`` in the format its suffix names; a bare path gets all three."""
+        path = Path(path)
+        targets = [path] if path.suffix in (".json", ".md", ".html") else [
+            path.with_suffix(s) for s in (".json", ".md", ".html")]
+        for t in targets:
+            t.parent.mkdir(parents=True, exist_ok=True)
+            text = {".json": lambda: json.dumps(self.to_json(), indent=2), ".md": self.to_markdown,
+                    ".html": self.to_html}[t.suffix]()
+            t.write_text(redact(text), encoding="utf-8")
+        return targets
+
+
+def load_report(path: str | Path) -> Report:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {doc.get('format')!r}")
+        outcomes = [CheckOutcome(**t) for t in doc["tests"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LettaCompatError(
+            f"{path}: not a letta-compat JSON report ({exc}). Give the .json files written by "
+            "pytest --letta-report.") from None
+    return Report(matrix=doc.get("matrix", ""), outcomes=outcomes, created=doc.get("created", 0.0))
+
+
+def merge_reports(reports: list[Report]) -> Report:
+    """Shards split entries, so outcomes are simply combined; a test seen twice keeps the worse."""
+    by_id: dict[str, CheckOutcome] = {}
+    for rep in reports:
+        for o in rep.outcomes:
+            seen = by_id.get(o.nodeid)
+            if seen is None or _SEVERITY.index(o.outcome) < _SEVERITY.index(seen.outcome):
+                by_id[o.nodeid] = o
+    matrices = sorted({r.matrix for r in reports if r.matrix})
+    return Report(matrix=", ".join(matrices), outcomes=list(by_id.values()))

@@ -1,0 +1,251 @@
+"""`letta-compat upgrade` per [[upgrade]] entry, through the real CLI on real servers: the
+dry run changes nothing, the backup gate holds, --apply migrates, the new server keeps every
+agent; and the fix-ups repair the sequence drift that made the incident's server answer 409."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pytest_letta_compat import versions
+from pytest_letta_compat.rest.agents import assistant_texts, create_agent, send_message
+from pytest_letta_compat.operations.database import LettaDatabase
+from pytest_letta_compat.operations.fixups import run_fixups
+from pytest_letta_compat.operations.upgrade import UpgradeRequest, finish_upgrade
+from pytest_letta_compat.provision.procs import free_port
+
+pytestmark = pytest.mark.letta_check("upgrade")
+
+
+def letta_compat(cache, *args: str, api_key: str | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real CLI, as an operator runs it."""
+    env = {k: v for k, v in (env or os.environ).items() if k != "LETTA_API_KEY"}
+    if api_key:
+        env["LETTA_API_KEY"] = api_key  # never on the command line
+    return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(cache), *args],
+                          capture_output=True, text=True, env=env, timeout=1800)
+
+
+def seed_agents(client, llm_base_url: str) -> None:
+    """Agents with history, one renamed by PATCH to the name the incident lost ("/" is refused on create)."""
+    for name in ("planner", "librarian", "to-be-renamed"):
+        agent = create_agent(client, name, llm_base_url)
+        send_message(client, agent["id"], f"hello {name}")
+        if name == "to-be-renamed":
+            client.patch(f"/v1/agents/{agent['id']}", json={"name": "AI/ML Expert"}).raise_for_status()
+
+
+def agents_in(postgres, database: str) -> dict[str, tuple[str, int]]:
+    """Every live agent: id -> (name, number of messages), read from the database itself."""
+    with postgres.connect(database) as conn:
+        rows = conn.execute("SELECT a.id, a.name, count(m.id) FROM agents a LEFT JOIN messages m ON m.agent_id = a.id "
+                            "WHERE NOT a.is_deleted GROUP BY a.id, a.name").fetchall()
+    return {agent_id: (name, count) for agent_id, name, count in rows}
+
+
+def revision_of(postgres, database: str) -> str:
+    with postgres.connect(database) as conn:
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_postgres, letta_server_factory, fake_llm,
+                                         tmp_path):
+    old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
+    old_head, new_head = (versions.server_release(v).alembic_head for v in (old, new))
+    database = f"inplace_{old}_{new}".replace(".", "_")
+    letta_postgres.create_database(database, version=old)
+    password = secrets.token_urlsafe(16)  # secure servers: the CLI gets it as $LETTA_API_KEY
+    server = letta_server_factory(old, database=database, password=password)
+    with server.client() as client:
+        seed_agents(client, fake_llm.base_url)
+    before = agents_in(letta_postgres, database)
+    assert "AI/ML Expert" in {name for name, _ in before.values()}
+    backup_dir = tmp_path / "backup"
+    upgrade = ["upgrade", "--from", old, "--to", new, "--dsn", letta_postgres.dsn(database), "--url", server.url,
+               "--backup", str(backup_dir)]
+    cache = letta_postgres.cache
+    outputs = []
+
+    # the dry run shows the plan and changes nothing
+    dry = letta_compat(cache, *upgrade, api_key=password)
+    outputs.append(dry)
+    assert dry.returncode == 0, dry.stderr
+    assert "Dry run" in dry.stdout and f"alembic upgrade {new_head}" in dry.stdout
+    assert revision_of(letta_postgres, database) == old_head
+    assert not backup_dir.exists()
+
+    # --apply while the old server runs: it backs up and verifies, then refuses to migrate under it
+    first = letta_compat(cache, *upgrade, "--apply", api_key=password)
+    outputs.append(first)
+    assert first.returncode == 2, first.stdout + first.stderr
+    assert "backup is verified" in first.stderr and "Stop it" in first.stderr
+    assert (backup_dir / "manifest.json").is_file() and (backup_dir / "database.dump").is_file()
+    assert revision_of(letta_postgres, database) == old_head
+    server.stop()
+
+    # a corrupt archive stops everything before the database is touched
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(backup_dir, corrupt)
+    with open(corrupt / "database.dump", "r+b") as f:
+        f.seek(-64, os.SEEK_END)
+        f.write(b"\0" * 64)
+    refused = letta_compat(cache, *upgrade[:-1], str(corrupt), "--apply")
+    outputs.append(refused)
+    assert refused.returncode == 2
+    assert "does not match manifest.json" in refused.stderr and "not touched" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert revision_of(letta_postgres, database) == old_head
+
+    # with the server stopped and the backup verified, --apply migrates and says what to do next
+    applied = letta_compat(cache, *upgrade, "--apply")
+    outputs.append(applied)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert revision_of(letta_postgres, database) == new_head
+    assert f"start Letta {new}" in applied.stdout and "letta-compat verify" in applied.stdout
+
+    after = letta_server_factory(new, database=database, password=password)
+    verify = letta_compat(cache, "verify", "--url", after.url, str(backup_dir), api_key=password)
+    outputs.append(verify)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert agents_in(letta_postgres, database) == before  # same ids, names ("AI/ML Expert") and history
+    with after.client() as client:
+        agent_id = next(i for i, (name, _) in before.items() if name == "AI/ML Expert")
+        reply = send_message(client, agent_id, "still there after the upgrade?")
+        assert assistant_texts(reply) == ["fake-llm reply to: still there after the upgrade?"]
+    after.stop()
+
+    dsn_password = LettaDatabase(letta_postgres.dsn(database)).params["password"]
+    for proc in outputs:
+        assert password not in proc.stdout + proc.stderr
+        assert dsn_password not in proc.stdout + proc.stderr
+
+
+def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_postgres, letta_server_factory, fake_llm,
+                                               tmp_path):
+    """The seed's manual procedure done safely: drop and recreate only with a verified archive,
+    migrate the empty database, then (new server started) restore and verify every agent."""
+    old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
+    database = f"recreate_{old}_{new}".replace(".", "_")
+    letta_postgres.create_database(database, version=old)
+    password = secrets.token_urlsafe(16)
+    server = letta_server_factory(old, database=database, password=password)
+    with server.client() as client:
+        seed_agents(client, fake_llm.base_url)
+    before = agents_in(letta_postgres, database)
+    backup_dir = tmp_path / "backup"
+    request = UpgradeRequest(old, new, letta_postgres.dsn(database), server.url, backup_dir, letta_postgres.cache,
+                             api_key=password, strategy="recreate")
+    env = {**os.environ, "LETTA_PG_URI": request.dsn}
+    upgrade = ["upgrade", "--from", old, "--to", new, "--url", server.url, "--backup", str(backup_dir),
+               "--strategy", "recreate", "--apply"]
+    assert letta_compat(letta_postgres.cache, *upgrade, api_key=password, env=env).returncode == 2  # backs up only
+    server.stop()
+    applied = letta_compat(letta_postgres.cache, *upgrade, api_key=password, env=env)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "letta-compat restore" in applied.stdout
+    assert revision_of(letta_postgres, database) == versions.server_release(new).alembic_head
+    assert agents_in(letta_postgres, database) == {}  # recreated empty: the agents come back through the API
+
+    after = letta_server_factory(new, database=database, password=password)
+    request.url = after.url
+    report = finish_upgrade(request, progress=lambda _: None)
+    assert report.ok, report.format_table()
+    restored = agents_in(letta_postgres, database)
+    assert sorted(restored.values()) == sorted(before.values())  # names ("AI/ML Expert") and message counts
+    after.stop()
+
+
+def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_postgres, tmp_path):
+    """No backup and no server to make one from: nothing is touched, and the message says why."""
+    old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
+    database = f"nobackup_{old}_{new}".replace(".", "_")
+    letta_postgres.create_database(database, version=old)
+    stopped = f"http://127.0.0.1:{free_port()}"
+    proc = letta_compat(letta_postgres.cache, "upgrade", "--from", old, "--to", new, "--dsn",
+                        letta_postgres.dsn(database), "--url", stopped, "--backup", str(tmp_path / "none"), "--apply")
+    assert proc.returncode == 2
+    assert "Refusing to upgrade without a backup" in proc.stderr and "Traceback" not in proc.stderr
+    assert revision_of(letta_postgres, database) == versions.server_release(old).alembic_head
+
+
+def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_postgres, letta_server_factory,
+                                                    fake_llm):
+    """The two drifts on messages.sequence_id: no default (inserts fail NOT NULL) and a sequence
+    behind the data (inserts collide); Letta 0.16.2 then answers 200 yet keeps none of the new
+    messages. The fix-ups run with the server stopped, as the upgrade runs them (a running
+    0.16.2 may hang its next request for 60 s after an ALTER TABLE under it). Repaired, a
+    message is answered and stored again; a second run finds nothing to do."""
+    new = letta_upgrade_entry.to_version
+    database = f"fixups_{new}".replace(".", "_")
+    letta_postgres.create_database(database, version=new)
+    server = letta_server_factory(new, database=database)
+    with server.client() as client:
+        agent = create_agent(client, "sequence-drift", fake_llm.base_url)
+        send_message(client, agent["id"], "before the drift")
+    server.stop()
+    target = LettaDatabase(letta_postgres.dsn(database))
+    with letta_postgres.connect(database) as conn:
+        conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
+        assert [r.applied for r in run_fixups(target, apply=False)] == [False, False]  # detecting changes nothing
+        assert _sequence_state(conn)[0] is None
+        results = run_fixups(target, apply=True)
+        assert [r.applied for r in results] == [True, False]
+        assert "no default" in results[0].drift
+        assert _sequence_state(conn)[0] == "nextval('message_seq_id'::regclass)"
+
+        conn.execute("SELECT setval('message_seq_id', 1, false)")  # as a bulk restore leaves it
+        results = run_fixups(target, apply=True)
+        assert [r.applied for r in results] == [False, True]
+        assert "would hand out 1" in results[1].drift
+
+        state = _sequence_state(conn)
+        assert all(r.drift is None and not r.applied for r in run_fixups(target, apply=True))
+        assert _sequence_state(conn) == state
+
+        again = letta_server_factory(new, database=database)
+        with again.client() as client:
+            _assert_message_is_answered_and_stored(client, conn, agent["id"], "after the fix-ups")
+        again.stop()
+
+
+def test_fixup_normalises_the_incidents_hand_made_sequence(letta_upgrade_entry, letta_postgres):
+    """The incident typed CREATE SEQUENCE messages_sequence_id_seq ...: the fix-up moves the
+    column back to Letta's own message_seq_id, past every value either one handed out."""
+    new = letta_upgrade_entry.to_version
+    database = f"handfix_{new}".replace(".", "_")
+    letta_postgres.create_database(database, version=new)
+    with letta_postgres.connect(database) as conn:
+        conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
+        conn.execute("DROP SEQUENCE message_seq_id")
+        conn.execute("CREATE SEQUENCE messages_sequence_id_seq OWNED BY messages.sequence_id")
+        conn.execute("SELECT setval('messages_sequence_id_seq', 500)")
+        conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id SET DEFAULT nextval('messages_sequence_id_seq')")
+        (result, _) = run_fixups(LettaDatabase(letta_postgres.dsn(database)), apply=True)
+        assert result.applied and "messages_sequence_id_seq" in result.drift
+        default, upcoming = _sequence_state(conn)
+        assert default == "nextval('message_seq_id'::regclass)"
+        assert upcoming == 501
+        assert conn.execute("SELECT to_regclass('messages_sequence_id_seq')").fetchone()[0] is None
+
+
+def _assert_message_is_answered_and_stored(client, conn, agent_id: str, text: str) -> None:
+    count = "SELECT count(*) FROM messages WHERE agent_id = %s"
+    (before,) = conn.execute(count, (agent_id,)).fetchone()
+    resp = client.post(f"/v1/agents/{agent_id}/messages", json={"messages": [{"role": "user", "content": text}]})
+    assert resp.status_code == 200, resp.text
+    assert assistant_texts(resp.json()) == [f"fake-llm reply to: {text}"]
+    assert conn.execute(count, (agent_id,)).fetchone()[0] > before
+
+
+def _sequence_state(conn) -> tuple[str | None, int]:
+    """(messages.sequence_id default, the value message_seq_id hands out next)."""
+    (default,) = conn.execute("SELECT column_default FROM information_schema.columns "
+                              "WHERE table_name = 'messages' AND column_name = 'sequence_id'").fetchone()
+    last, called = conn.execute("SELECT last_value, is_called FROM message_seq_id").fetchone()
+    return default, last + 1 if called else last

@@ -1,5 +1,6 @@
 """``letta-compat``: the operator's command line (no pytest involved).
 
+Every command group lives in its own module with a ``register(sub)``; this module only lists them.
 Exit codes: 0 success, 1 a check found problems, 2 bad input or an environment problem
 (always one readable paragraph on stderr, never a traceback), 130 interrupted.
 """
@@ -9,93 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from pathlib import Path
 
 from .. import __version__
-
-from .. import versions
-from ..cache import cache_root
 from ..errors import LettaCompatError
+from . import images, operations, reports, schema, servers
 
-
-def cmd_versions(args: argparse.Namespace) -> int:
-    print(f"{'version':<9} {'released':<11} {'deps as of':<21} alembic head")
-    for v in versions.known_server_versions():
-        r = versions.server_release(v)
-        print(f"{r.version:<9} {r.released:<11} {r.exclude_newer:<21} {r.alembic_head}")
-    print(f"\nmigration scripts come from the letta-{versions.MIGRATIONS_SOURCE} sdist on PyPI")
-    return 0
-
-
-def cmd_matrix_check(args: argparse.Namespace) -> int:
-    from ..matrix.model import load_matrix
-
-    m = load_matrix(args.path)
-    print(f"{m.path}: valid matrix {m.name!r}, backend {m.backend}, PostgreSQL "
-          f"{m.postgres.bin_dir or m.postgres.version}")
-    for entry in (*m.servers, *m.upgrades, *m.letta_code):
-        print(f"  {entry.id}")
-    for known in m.known_incompatibilities:
-        print(f"  known incompatibility: check {known.check}, server {known.server or 'any'}, "
-              f"Letta Code {known.letta_code or 'any'}: {known.reason}")
-    return 0
-
-
-def cmd_install(args: argparse.Namespace) -> int:
-    from ..provision.install import ensure_migration_scripts, ensure_server
-
-    cache = cache_root(args.cache_dir)
-    for version in [*args.versions, versions.MIGRATIONS_SOURCE]:
-        install = ensure_server(version, cache)
-        how = f"installed in {install.installed_in:.0f} s" if install.installed_in else "already cached"
-        print(f"Letta {version}: {how} ({install.venv})")
-    print(f"migration scripts: {ensure_migration_scripts(cache)}")
-    return 0
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Start a stack for manual poking; Ctrl-C stops everything."""
-    from ..backends import make_backend
-    from ..provision.fake_llm import FakeLLM
-    from ..matrix.model import PostgresSpec
-
-    password = os.environ.get("LETTA_SERVER_PASSWORD") if args.secure else None
-    if args.secure and not password:
-        raise LettaCompatError("--secure needs the password in $LETTA_SERVER_PASSWORD (it is never printed).")
-    with FakeLLM() as llm:
-        backend = make_backend("native", postgres=PostgresSpec(version=args.postgres), cache=cache_root(args.cache_dir),
-                               llm_env=llm.server_env(), start_timeout=args.start_timeout)
-        try:
-            backend.start()
-            stack = backend.start_server(args.version, password=password)
-            print(f"Letta {stack.version} is healthy at {stack.url} (log: {stack.log_path})")
-            print(f"fake LLM at {llm.base_url}; model handle openai-proxy/{llm.model}")
-            print("Ctrl-C stops the server and its database.", flush=True)
-            while stack.running():
-                time.sleep(1)
-            print(f"the server exited; its log: {stack.log_path}", file=sys.stderr)
-            return 1
-        finally:
-            backend.cleanup()
-
-
-def cmd_report_merge(args: argparse.Namespace) -> int:
-    from ..report.grid import load_report, merge_reports
-
-    merged = merge_reports([load_report(p) for p in args.reports])
-    for path in merged.write(Path(args.out)):
-        print(f"written: {path}")
-    for line in merged.terminal_lines():
-        print(line)
-    return 0 if merged.ok else 1
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    from ..report.gate import run_gate
-
-    return run_gate(args.compose, base_ref=args.base_ref, from_version=args.from_version, matrix=args.matrix,
-                    suite=args.suite, report=args.report, pytest_args=args.pytest_args)
+GROUPS = (servers, reports, schema, operations, images)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,50 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--cache-dir", help="cache for Letta installs (default $LETTA_COMPAT_CACHE or ~/.cache/pytest-letta-compat)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    sub.add_parser("versions", help="list the Letta server releases this tool knows").set_defaults(func=cmd_versions)
-
-    matrix = sub.add_parser("matrix", help="work with matrix files").add_subparsers(dest="matrix_command", required=True)
-    check = matrix.add_parser("check", help="validate a matrix file and list its entries")
-    check.add_argument("path")
-    check.set_defaults(func=cmd_matrix_check)
-
-    install = sub.add_parser("install", help="install Letta server versions into the cache ahead of a run")
-    install.add_argument("versions", nargs="+", metavar="VERSION")
-    install.set_defaults(func=cmd_install)
-
-    serve = sub.add_parser("serve", help="start one Letta server on an embedded PostgreSQL until Ctrl-C")
-    serve.add_argument("version")
-    serve.add_argument("--secure", action="store_true", help="require the password in $LETTA_SERVER_PASSWORD")
-    serve.add_argument("--postgres", type=int, default=16, choices=list(versions.POSTGRES_EMBEDDED_MAJORS))
-    serve.add_argument("--start-timeout", type=float, default=300)
-    serve.set_defaults(func=cmd_serve)
-
-    gate = sub.add_parser("gate", help="CI gate: test the upgrade a compose file's Letta image bump would make")
-    gate.add_argument("--compose", required=True, help="the compose file whose Letta image tag is checked")
-    gate.add_argument("--base-ref", default="HEAD~1", help="git ref to compare with (default HEAD~1; origin/main in PRs)")
-    gate.add_argument("--from", dest="from_version", help="the version running today, when the base ref did not pin it")
-    gate.add_argument("--matrix", help="take Letta Code versions and declared incompatibilities from this matrix")
-    gate.add_argument("--suite", help="tests to run instead of the compatibility suite shipped with the package")
-    gate.add_argument("--report", help="write the compatibility report here (.json/.md/.html or all three)")
-    gate.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
-    gate.set_defaults(func=cmd_gate)
-
-    report = sub.add_parser("report", help="work with compatibility reports").add_subparsers(
-        dest="report_command", required=True)
-    merge = report.add_parser("merge", help="merge the JSON reports of shards into one report")
-    merge.add_argument("reports", nargs="+", metavar="JSON")
-    merge.add_argument("--out", required=True, help="output path (.json, .md, .html, or a bare name for all three)")
-    merge.set_defaults(func=cmd_report_merge)
-
-    # each area of the core registers its own subcommands
-    from .images import register as register_images
-    from .operations import register as register_migration
-    from .schema import register as register_schema
-
-    register_schema(sub)
-    register_migration(sub)
-    register_images(sub)
+    for group in GROUPS:
+        group.register(sub)
     return p
 
 

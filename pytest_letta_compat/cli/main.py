@@ -13,9 +13,9 @@ import sys
 
 from .. import __version__
 from ..errors import LettaCompatError
-from . import images, operations, reports, schema, servers
+from . import images, init, operations, reports, schema, servers
 
-GROUPS = (servers, reports, schema, operations, images)
+GROUPS = (init, servers, reports, schema, operations, images)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,8 @@
 """Child processes that never outlive the test run, and ephemeral ports.
 
 Every server (PostgreSQL, Redis, Letta) is started through ``ManagedProcess``:
-- its output goes through a pump that masks secrets before it reaches the log file;
+- its output goes through a pump that masks secrets and stamps each line with the UTC time it
+  arrived before it reaches the log file;
 - it gets PR_SET_PDEATHSIG, so the kernel stops it even if the test process is
   SIGKILLed or crashes, and ``stop_all`` runs at interpreter exit (Ctrl-C included).
 """
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import ProvisioningError, redact
+from ..errors import LettaCompatError, ProvisioningError, redact
 
 _PR_SET_PDEATHSIG = 1
 _live: dict["ManagedProcess", None] = {}  # insertion-ordered
@@ -100,9 +101,19 @@ class ManagedProcess:
     def _pump_output(self) -> None:
         assert self.popen and self.popen.stdout
         with open(self.log_path, "a", encoding="utf-8", errors="replace") as log:
+            log.write(f"{log_stamp(full=True)} -- {self.name} started (pid {self.popen.pid})\n")
+            log.flush()
             for raw in iter(self.popen.stdout.readline, b""):
-                log.write(redact(raw.decode("utf-8", errors="replace")))
+                line = raw.decode("utf-8", errors="replace")
+                log.write(f"{log_stamp()} {redact(line)}" + ("" if line.endswith("\n") else "\n"))
                 log.flush()
+            code = self.popen.wait()
+            log.write(f"{log_stamp(full=True)} -- {self.name} exited with code {code}\n")
+
+    def wait_for_output(self, timeout: float = 5.0) -> None:
+        """Let the pump write what an exited process printed last (it reads until EOF)."""
+        if self._pump is not None:
+            self._pump.join(timeout)
 
     @property
     def pid(self) -> int | None:
@@ -140,6 +151,22 @@ class ManagedProcess:
             _live.pop(self, None)
 
 
+def log_stamp(*, full: bool = False) -> str:
+    """The time a line reached us, in UTC: ``HH:MM:SS.mmm`` (``full``: with the date)."""
+    now = time.time()
+    text = time.strftime("%Y-%m-%dT%H:%M:%S" if full else "%H:%M:%S", time.gmtime(now))
+    return f"{text}.{int(now % 1 * 1000):03d}" + ("Z" if full else "")
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """What a probe may raise while the thing it waits for is still starting: a refused or
+    reset connection, a timeout, a server that does not answer SQL yet."""
+    import httpx
+    import psycopg
+
+    return (OSError, httpx.TransportError, psycopg.OperationalError)
+
+
 def wait_until(
     what: str,
     probe: Callable[[], bool],
@@ -148,23 +175,33 @@ def wait_until(
     process: ManagedProcess | None = None,
     interval: float = 0.25,
 ) -> float:
-    """Poll ``probe`` until it is true; fail early if ``process`` dies. Returns seconds waited."""
+    """Poll ``probe`` until it is true; fail early if ``process`` dies. Returns seconds waited.
+
+    A probe's connection errors mean "not yet"; our own errors (a probe that finds its
+    container exited raises ``ProvisioningError``) end the wait at once, and so does any other
+    exception, which is a bug rather than a server still starting."""
     start = time.monotonic()
+    transient = _transient_errors()
+    last_error: BaseException | None = None
     while True:
         try:
             if probe():
                 return time.monotonic() - start
-        except Exception:  # noqa: BLE001 - a probe failing just means "not yet"
-            pass
+        except LettaCompatError:
+            raise
+        except transient as exc:  # refused, reset, timed out: not up yet
+            last_error = exc
         if process is not None and not process.running():
             code = process.popen.returncode if process.popen else None
+            process.wait_for_output()
             raise ProvisioningError(
-                f"{process.name} exited with code {code} before {what}. "
-                f"Last lines of its log ({process.log_path}):\n{process.log_tail(40)}"
+                f"{process.name} exited with code {code} {time.monotonic() - start:.1f} s into waiting for "
+                f"{what}. Last lines of its log ({process.log_path}):\n{process.log_tail(40)}"
             )
         if time.monotonic() - start > timeout:
+            last = f" The last probe failed with: {type(last_error).__name__}: {last_error}." if last_error else ""
             tail = f" Last lines of its log ({process.log_path}):\n{process.log_tail(40)}" if process else ""
-            raise ProvisioningError(f"Timed out after {timeout:.0f} s waiting for {what}.{tail}")
+            raise ProvisioningError(f"Timed out after {timeout:.0f} s waiting for {what}.{last}{tail}")
         time.sleep(interval)
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from .. import __version__, versions
+from .. import __version__, versions, versions_letta_code
 from ..errors import LettaCompatError
+from ..paths import output_file
 from . import compose_file
 
 MATRIX_FILE = "letta-matrix.toml"
@@ -52,19 +53,14 @@ class Deployment:
         return [v for v in versions.known_server_versions() if Version(v) > Version(self.version)]
 
 
-def _known_version(version: str, where: str) -> str:
-    if versions.server_release(version) is None:
-        raise InitError(f"{where}: Letta {version} is not a release this plugin knows. Known releases: "
-                        f"{', '.join(versions.known_server_versions())}.")
-    return version
+def _known_version(version: str, what: str) -> str:
+    return versions.require_server_release(version, what, InitError).version
 
 
 def _letta_code(names: list[str]) -> tuple[str, ...]:
     for v in names:
         if not versions.is_known_letta_code(v):
-            raise InitError(f"--letta-code {v}: not a Letta Code release that installs. Allowed: "
-                            f"{', '.join(versions.LETTA_CODE_NPM_VERSIONS)} (npm), or >= "
-                            f"{versions.LETTA_CODE_PYPI_MIN} (PyPI).")
+            raise InitError(f"--letta-code {v}: not allowed. Allowed: {versions_letta_code.describe_allowed()}.")
     return tuple(dict.fromkeys(names))
 
 
@@ -93,7 +89,7 @@ def read_deployment(directory: Path, *, compose: str | os.PathLike | None = None
                         "Letta release it is. Say it with --from VERSION (`curl /v1/health/` on the running "
                         "server answers it).")
     env = compose_file.service_environment(compose_file.load(path), service, path.parent)
-    return Deployment(_known_version(version, f"{path} (service `{service}`)"),
+    return Deployment(_known_version(version, f"{path}: the Letta image tag of service `{service}`"),
                       secure=env.get("SECURE", "false").strip().lower() == "true", compose=relative, letta_code=code)
 
 
@@ -129,7 +125,7 @@ def matrix_text(d: Deployment) -> str:
                       f"letta_code = {q('>=' + min(d.letta_code, key=Version))}", 'check = "letta_code"',
                       f"reason = {q(reason)}"]
     else:
-        newest = versions.LETTA_CODE_NPM_VERSIONS[-1]
+        newest = versions_letta_code.newest()
         lines += ["", "# The Letta Code CLI your users run against this server (init --letta-code VERSION):",
                   "# [[letta_code]]", f'# version = "{newest}"']
     return "\n".join(lines) + "\n"
@@ -161,6 +157,8 @@ def write(directory: Path, files: dict[Path, str], *, force: bool = False) -> li
         raise InitError(f"{', '.join(p.as_posix() for p in existing)} already exist{'s' if len(existing) == 1 else ''}"
                         " in " + str(directory.resolve()) + "; nothing was written. Use --force to replace "
                         f"{'it' if len(existing) == 1 else 'them'}.")
+    for rel in files:  # a target that cannot be written fails before anything is written
+        output_file(directory / rel, "--dir", "Give the root of your repository, a writable directory.")
     written = []
     for rel, text in files.items():
         target = directory / rel

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.version import Version
 
-from pytest_letta_compat import versions
+from pytest_letta_compat import versions, versions_letta_code
 from pytest_letta_compat.cli.main import build_parser, main
 from pytest_letta_compat.matrix import scaffold
 from pytest_letta_compat.matrix.compose_file import UnpinnedImageError, check_pinned
@@ -30,8 +30,7 @@ COMPOSE = """services:
 """
 
 KNOWN = versions.known_server_versions()
-LETTA_CODE = st.lists(st.sampled_from([*versions.LETTA_CODE_NPM_VERSIONS, "0.32.13", "0.40.1"]),
-                      max_size=3, unique=True)
+LETTA_CODE = st.lists(st.sampled_from(versions_letta_code.installable()), max_size=3, unique=True)
 
 
 @pytest.fixture
@@ -147,10 +146,11 @@ def test_a_digest_only_pin_needs_from(repo, capsys):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["--from", "0.16.3"], "--from: Letta 0.16.3 is not a release this plugin knows"),
-    (["--from", "0.16.7", "--letta-code", "0.1"], "--letta-code 0.1: not a Letta Code release that installs"),
+    (["--from", "0.16.3"], "--from '0.16.3' is not a Letta server release this tool knows. Allowed: 0.11.0"),
+    (["--from", "0.16.7", "--letta-code", "0.1"], "--letta-code 0.1: not allowed. Allowed: a Letta Code release that installs"),
     (["--compose", "docker-compose.yml", "--from", "0.16.4"], "runs `letta/letta:0.16.2` (Letta 0.16.2)"),
     (["--compose", "missing.yml"], "missing.yml: the compose file cannot be read"),
+    (["--from", "0.16.7", "--dir", "docker-compose.yml"], "docker-compose.yml is a file, not a directory"),
     ([], "init needs your Letta version: --compose FILE"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(repo, capsys, args, says):

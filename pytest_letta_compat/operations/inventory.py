@@ -1,0 +1,275 @@
+"""What a Letta database holds, agent by agent, and how two such inventories differ.
+
+An inventory has two sources, merged into one ``AgentFacts`` per agent:
+
+* SQL on the database itself (always): stored messages per role (the non-deleted rows of
+  ``messages``: one aggregate query however long the histories are), archival passages,
+  attached sources, hidden flags, and, when no server of that release can run, the
+  names, blocks, tools and tool environment variables as stored;
+* the REST API of a server running on it (when one can): names, memory blocks, tools and
+  tool environment variables *as a client sees them*, and whether the history is readable.
+
+Secrets (tool environment variable values) are kept as sha256 digests in memory only;
+reports carry their keys and whether they were readable, never values or digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..rest.client import LettaAPI, LettaAPIError
+
+PLACEHOLDER = "<encrypted>"  # what Letta 0.16.x returns for a secret it does not read
+NOT_CHECKED = "not checked"
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class Secret:
+    """A secret's state, never its value: ``readable`` with a digest, the placeholder, or
+    ``not checked`` (stored encrypted, and no key was named)."""
+
+    state: str  # "readable" | "placeholder" | "not checked" | "empty"
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, value: str | None) -> "Secret":
+        if value is None or value == "":
+            return cls("empty")
+        if value == PLACEHOLDER:
+            return cls("placeholder")
+        return cls("readable", digest(value))
+
+
+@dataclass
+class AgentFacts:
+    id: str
+    name: str
+    hidden: bool = False
+    listed: bool = True  # the API lists it (False: only SQL or GET by id finds it)
+    stored_messages: int = 0
+    messages_by_role: dict[str, int] = field(default_factory=dict)
+    blocks: dict[str, tuple[int, str]] = field(default_factory=dict)  # label -> (length, sha256)
+    tools: list[str] = field(default_factory=list)
+    archival_passages: int = 0
+    sources: int = 0
+    env_vars: dict[str, Secret] = field(default_factory=dict)
+    history_readable: bool | None = None  # None: not asked (no API)
+    via: str = "sql"
+
+    def summary(self) -> dict[str, Any]:
+        """The report's ``before``/``after``: counts and names, no secret, no block text."""
+        return {"name": self.name, "stored_messages": self.stored_messages,
+                "messages_by_role": dict(sorted(self.messages_by_role.items())),
+                "blocks": {label: length for label, (length, _) in sorted(self.blocks.items())},
+                "tools": self.tools, "archival_passages": self.archival_passages, "sources": self.sources,
+                "tool_env_vars": {k: s.state for k, s in sorted(self.env_vars.items())},
+                "hidden": self.hidden, "history_readable": self.history_readable, "via": self.via}
+
+
+@dataclass
+class Inventory:
+    agents: dict[str, AgentFacts]
+    server: dict[str, list[str]]  # "tools", "identities", "mcp_servers", "providers" -> names; "blocks" -> [count]
+    via: str
+
+    @property
+    def messages(self) -> int:
+        return sum(a.stored_messages for a in self.agents.values())
+
+
+# -- SQL -----------------------------------------------------------------------------------
+def _columns(conn: psycopg.Connection, table: str) -> set[str]:
+    rows = conn.execute("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
+                        "AND a.attnum > 0 AND NOT a.attisdropped", (table,)).fetchall()
+    return {r[0] for r in rows}
+
+
+def _alive(columns: set[str], alias: str = "") -> str:
+    return f"NOT {alias}is_deleted" if "is_deleted" in columns else "TRUE"
+
+
+def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
+    """Everything the database itself says, in a handful of aggregate queries."""
+    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+    agent_cols = _columns(conn, "agents")
+    hidden = "coalesce(hidden, false)" if "hidden" in agent_cols else "false"
+    agents = {row[0]: AgentFacts(row[0], row[1], hidden=row[2]) for row in conn.execute(
+        f"SELECT id, name, {hidden} FROM agents WHERE {_alive(agent_cols)} ORDER BY created_at, id")}
+    message_cols = _columns(conn, "messages")
+    for agent_id, role, count in conn.execute(
+            f"SELECT agent_id, role, count(*) FROM messages WHERE {_alive(message_cols)} GROUP BY 1, 2"):
+        if agent_id in agents:
+            agents[agent_id].messages_by_role[str(role)] = count
+            agents[agent_id].stored_messages += count
+    block_cols = _columns(conn, "block")
+    for agent_id, label, value in conn.execute(
+            f"SELECT ba.agent_id, b.label, b.value FROM blocks_agents ba JOIN block b ON b.id = ba.block_id "
+            f"WHERE {_alive(block_cols, 'b.')}"):
+        if agent_id in agents:
+            agents[agent_id].blocks[label] = (len(value or ""), digest(value or ""))
+    tool_cols = _columns(conn, "tools")
+    for agent_id, name in conn.execute(
+            f"SELECT ta.agent_id, t.name FROM tools_agents ta JOIN tools t ON t.id = ta.tool_id "
+            f"WHERE {_alive(tool_cols, 't.')} ORDER BY t.name"):
+        if agent_id in agents:
+            agents[agent_id].tools.append(name)
+    if _columns(conn, "archives_agents"):
+        passage_cols = _columns(conn, "archival_passages")
+        for agent_id, count in conn.execute(
+                f"SELECT aa.agent_id, count(p.id) FROM archives_agents aa JOIN archival_passages p "
+                f"ON p.archive_id = aa.archive_id AND {_alive(passage_cols, 'p.')} GROUP BY 1"):
+            if agent_id in agents:
+                agents[agent_id].archival_passages = count
+    for agent_id, count in conn.execute("SELECT agent_id, count(*) FROM sources_agents GROUP BY 1"):
+        if agent_id in agents:
+            agents[agent_id].sources = count
+    env_cols = _columns(conn, "agent_environment_variables")
+    encrypted = "value_enc" if "value_enc" in env_cols else "NULL"
+    for agent_id, key, value, value_enc in conn.execute(
+            f"SELECT agent_id, key, value, {encrypted} FROM agent_environment_variables "
+            f"WHERE {_alive(env_cols)}"):
+        if agent_id in agents:
+            # stored only encrypted: this side cannot read it without the key
+            agents[agent_id].env_vars[key] = Secret(NOT_CHECKED) if value_enc and not value else Secret.of(value)
+    return Inventory(agents, server_objects(conn), "sql")
+
+
+_SERVER_OBJECTS = (("tools", "tools", "name"), ("identities", "identities", "identifier_key"),
+                   ("mcp_servers", "mcp_server", "server_name"), ("providers", "providers", "name"))
+
+
+def server_objects(conn: psycopg.Connection) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for key, table, column in _SERVER_OBJECTS:
+        cols = _columns(conn, table)
+        if column in cols:
+            found[key] = sorted(r[0] for r in conn.execute(
+                sql.SQL("SELECT {} FROM {} WHERE " + _alive(cols)).format(sql.Identifier(column), sql.Identifier(table))))
+    block_cols = _columns(conn, "block")
+    template = " AND NOT coalesce(is_template, false)" if "is_template" in block_cols else ""
+    found["blocks"] = [conn.execute(f"SELECT count(*) FROM block WHERE {_alive(block_cols)}{template}").fetchone()[0]]
+    return found
+
+
+# -- REST ----------------------------------------------------------------------------------
+def api_inventory(api: LettaAPI, base: Inventory) -> Inventory:
+    """``base`` (the SQL inventory of the same database) with what the server shows laid over it:
+    names, blocks, tools and secrets as a client reads them; which agents it lists."""
+    listed = {a["id"] for a in api.list_agents()}
+    agents: dict[str, AgentFacts] = {}
+    for agent_id, stored in base.agents.items():
+        facts = AgentFacts(agent_id, stored.name, hidden=stored.hidden, listed=agent_id in listed,
+                           stored_messages=stored.stored_messages, messages_by_role=dict(stored.messages_by_role),
+                           archival_passages=stored.archival_passages, sources=stored.sources, via="api")
+        state = api.find_agent(agent_id)
+        if state is None:
+            facts.via = "missing"
+            agents[agent_id] = facts
+            continue
+        facts.name = state["name"]
+        blocks = (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
+        facts.blocks = {b["label"]: (len(b.get("value") or ""), digest(b.get("value") or "")) for b in blocks}
+        facts.tools = sorted(t["name"] for t in state.get("tools") or [])
+        for var in state.get("tool_exec_environment_variables") or []:
+            facts.env_vars[var["key"]] = Secret.of(var.get("value"))
+        for key, secret in stored.env_vars.items():  # encrypted at rest and no key: the API's word is not proof
+            if secret.state == NOT_CHECKED and facts.env_vars.get(key, Secret("empty")).state != "readable":
+                facts.env_vars[key] = secret
+        try:
+            api.get(f"/v1/agents/{agent_id}/messages", limit=1)
+            facts.history_readable = True
+        except LettaAPIError:
+            facts.history_readable = False
+        agents[agent_id] = facts
+    return Inventory(agents, base.server, f"api {api.version}")
+
+
+# -- comparing -----------------------------------------------------------------------------
+def compare_agent(before: AgentFacts, after: AgentFacts | None) -> tuple[str, list[str]]:
+    """(verdict, differences): ``intact``, ``changed``, ``lost`` or ``hidden``. Differences name
+    the field and the numbers before/after; secrets only by key."""
+    if after is None or after.via == "missing":
+        if after is not None and after.hidden:
+            return "hidden", ["hidden by design: the target does not serve hidden agents (e.g. Letta Code "
+                              "subagents from 0.16.7 on); its rows are all still in the database"]
+        return "lost", ["agent: not found on the target (GET /v1/agents/{id} answers 404)"]
+    diffs: list[str] = []
+    if not after.listed:
+        if after.hidden:
+            return "hidden", ["hidden by design: the target does not list hidden agents (e.g. Letta Code subagents "
+                              "from 0.16.7 on); it is still there by id"]
+        diffs.append("listed: the target's agent list does not include it")
+    if after.name != before.name:
+        diffs.append(f"name: {after.name!r} instead of {before.name!r}")
+    if after.stored_messages < before.stored_messages:
+        diffs.append(f"stored_messages: {before.stored_messages} before, {after.stored_messages} after")
+    for role in sorted(set(before.messages_by_role) | set(after.messages_by_role)):
+        was, now = before.messages_by_role.get(role, 0), after.messages_by_role.get(role, 0)
+        if now < was:
+            diffs.append(f"messages[{role}]: {was} before, {now} after")
+    if after.history_readable is False:
+        diffs.append("history: GET /v1/agents/{id}/messages fails on the target")
+    for label in sorted(set(before.blocks) | set(after.blocks)):
+        if label not in after.blocks:
+            diffs.append(f"blocks[{label}]: missing after ({before.blocks[label][0]} characters before)")
+        elif label not in before.blocks:
+            diffs.append(f"blocks[{label}]: new after ({after.blocks[label][0]} characters)")
+        elif before.blocks[label] != after.blocks[label]:
+            diffs.append(f"blocks[{label}]: value differs ({before.blocks[label][0]} characters before, "
+                         f"{after.blocks[label][0]} after)")
+    if sorted(before.tools) != sorted(after.tools):
+        missing = sorted(set(before.tools) - set(after.tools))
+        extra = sorted(set(after.tools) - set(before.tools))
+        diffs.append(f"tools: {len(before.tools)} before, {len(after.tools)} after (missing {missing}, extra {extra})")
+    if after.archival_passages < before.archival_passages:
+        diffs.append(f"archival_passages: {before.archival_passages} before, {after.archival_passages} after")
+    if after.sources != before.sources:
+        diffs.append(f"sources: {before.sources} before, {after.sources} after")
+    diffs += compare_secrets(before.env_vars, after.env_vars)
+    return ("changed" if diffs else "intact"), diffs
+
+
+def compare_secrets(before: dict[str, Secret], after: dict[str, Secret]) -> list[str]:
+    diffs = []
+    for key in sorted(before):
+        was, now = before[key], after.get(key)
+        if was.state == NOT_CHECKED or (now is not None and now.state == NOT_CHECKED):
+            continue  # reported under not_checked, never as passed
+        if now is None:
+            diffs.append(f"tool_env_vars[{key}]: missing after")
+        elif now.state == "placeholder" and was.state == "readable":
+            diffs.append(f"tool_env_vars[{key}]: no longer readable (the API returns the placeholder "
+                         f"{PLACEHOLDER!r} instead of the value; value masked)")
+        elif was.sha256 != now.sha256:
+            diffs.append(f"tool_env_vars[{key}]: the value differs (values masked)")
+    return diffs
+
+
+def not_checked(before: AgentFacts, after: AgentFacts | None) -> list[str]:
+    keys = {k for k, s in before.env_vars.items() if s.state == NOT_CHECKED}
+    if after is not None:
+        keys |= {k for k, s in after.env_vars.items() if s.state == NOT_CHECKED}
+    return [f"tool_env_vars[{k}]: stored encrypted; name the key with --encryption-key-env to check it"
+            for k in sorted(keys)]
+
+
+def compare_server(before: dict[str, list], after: dict[str, list]) -> list[str]:
+    diffs = []
+    for key in sorted(before):
+        if key == "blocks":
+            if after.get(key, [0])[0] < before[key][0]:
+                diffs.append(f"blocks: {before[key][0]} before, {after.get(key, [0])[0]} after")
+            continue
+        missing = sorted(set(before[key]) - set(after.get(key, [])))
+        if missing:
+            diffs.append(f"{key}: {len(missing)} missing after ({', '.join(map(repr, missing[:10]))})")
+    return diffs

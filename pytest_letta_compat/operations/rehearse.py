@@ -1,0 +1,728 @@
+"""``rehearse``: prove an upgrade on a copy of the operator's own database, agent by agent.
+
+The operator's dump (``pg_dump -Fc`` or plain SQL, tables in ``letta`` or ``public``), or a
+live database read once with ``pg_dump`` (a read-only, repeatable-read snapshot), is restored
+into the embedded PostgreSQL+pgvector cluster. Nothing outside this machine is reached:
+before any server starts, every agent's model and embedding endpoint and every provider's
+and MCP server's address point at the in-process fake LLM, and stored keys are blanked.
+
+Then, per target release, each on its own copy:
+
+* **image**: what the official image does when its tag moves: ``alembic upgrade`` to the
+  target's head at start, nothing else;
+* **letta-compat**: the routine of ``letta-compat upgrade --apply``: the same migration, then
+  the detected fix-ups (``fixups.run_fixups``).
+
+On each: ``schema check`` against the target, the target server starts, the same inventory
+is taken through its API (``inventory``), one message is exchanged with a sample of agents,
+and every agent is compared with its state before. The verdict is the letta-compat path's;
+what the image path loses is a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from .. import versions
+from ..errors import LettaCompatError, redact, register_secret
+from ..provision.alembic import upgrade_to_release
+from ..provision.fake_llm import FakeLLM
+from ..provision.install import ensure_migration_scripts
+from ..rest.client import LettaAPI, LettaAPIError
+from ..postgres.client import pg_dump, run_pg_tool, shown_dsn
+from ..postgres.layout import create_database, drop_public
+from ..schema.compare import check_database
+from ..schema.inspect import find_letta_schema
+from .database import LettaDatabase, archive_schema
+from .fixups import run_fixups
+from .inventory import Inventory, api_inventory, compare_agent, compare_server, not_checked, sql_inventory
+from ..versions import describe_revision, versions_at
+from .plan import RevisionGraph
+
+Progress = Callable[[str], None]
+PATHS = ("image", "letta-compat")
+SOURCE_DB = "rehearsal_source"
+EXCHANGE_TEXT = "letta-compat rehearsal: are you still there?"
+
+
+@dataclass
+class RehearsalRequest:
+    targets: list[str]
+    cache: Path
+    dump: Path | None = None
+    dsn: str | None = None
+    encryption_key_env: str | None = None
+    sample: int = 3
+    workdir: Path | None = None
+    postgres_major: int = 16
+    keep: bool = False  # keep each path's upgraded copy until close() (the letta_rehearsal fixture)
+
+    def __post_init__(self) -> None:
+        if (self.dump is None) == (self.dsn is None):
+            raise LettaCompatError("Give exactly one of --dump FILE (a pg_dump of Letta's database) or --dsn DSN "
+                                   "(a live database, only ever read).")
+        if not self.targets:
+            raise LettaCompatError("Give at least one --to VERSION, e.g. --to 0.16.8.")
+        for target in self.targets:
+            if versions.server_release(target) is None:
+                raise LettaCompatError(f"--to {target!r} is not a Letta server release this tool knows. Allowed: "
+                                       f"{', '.join(versions.known_server_versions())}.")
+        if self.encryption_key_env is not None:
+            if not os.environ.get(self.encryption_key_env):
+                raise LettaCompatError(f"--encryption-key-env {self.encryption_key_env}: that environment variable "
+                                       "is not set (or empty). Export the server's LETTA_ENCRYPTION_KEY under it.")
+            register_secret(os.environ[self.encryption_key_env])
+        if self.dump is not None:
+            self.dump = Path(self.dump)
+            if not self.dump.is_file():
+                raise LettaCompatError(f"--dump {self.dump}: no such file. Take one with `docker exec letta-db "
+                                       "pg_dump -U letta -Fc letta > letta.dump`.")
+        if self.dsn is not None:
+            LettaDatabase(self.dsn)  # a malformed DSN fails here, one line, password masked
+
+    @property
+    def encryption_key(self) -> str | None:
+        return os.environ.get(self.encryption_key_env) if self.encryption_key_env else None
+
+
+# -- the report ----------------------------------------------------------------------------
+@dataclass
+class PathResult:
+    path: str
+    verdict: str = "intact"  # intact | changed | lost | failed
+    error: str | None = None
+    migration_seconds: float | None = None
+    fixups: list[str] = field(default_factory=list)
+    schema_ready: bool | None = None
+    schema_problems: list[str] = field(default_factory=list)
+    server_started: bool = False
+    server_seconds: float | None = None
+    agents: list[dict] = field(default_factory=list)
+    server_differences: list[str] = field(default_factory=list)
+    exchange: list[dict] = field(default_factory=list)
+    not_checked: list[str] = field(default_factory=list)
+    log: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for agent in self.agents:
+            found[agent["verdict"]] = found.get(agent["verdict"], 0) + 1
+        return found
+
+
+@dataclass
+class RehearsalReport:
+    source: dict[str, Any]
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(t["paths"]["letta-compat"]["verdict"] == "intact" for t in self.targets)
+
+    def to_json(self) -> dict:
+        return {"verdict": "intact" if self.ok else "not intact", "source": self.source, "targets": self.targets,
+                "timings": {k: round(v, 1) for k, v in self.timings.items()}}
+
+
+# -- reading the source --------------------------------------------------------------------
+_PLAIN_ALEMBIC = re.compile(r"^CREATE TABLE (?:(\S+)\.)?alembic_version \(", re.M)
+_PLAIN_ROLES = re.compile(r"(?:OWNER TO|GRANT .* TO|AUTHORIZATION) (\"[^\"]+\"|[A-Za-z_][\w$]*)")
+
+
+def dump_format(path: Path) -> str:
+    """``custom`` (pg_dump -Fc) or ``plain`` (SQL); anything else is refused in one line."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head.startswith(b"PGDMP"):
+        return "custom"
+    if head.startswith(b"\x1f\x8b"):
+        raise LettaCompatError(f"--dump {path} is gzip-compressed: gunzip it first (or take it with "
+                               "`pg_dump -Fc`, which compresses by itself).")
+    text = head.decode("utf-8", "replace")
+    if "PostgreSQL database dump" in text or re.search(r"^(SET|CREATE|COPY|INSERT) ", text, re.M):
+        return "plain"
+    raise LettaCompatError(f"--dump {path} is not a PostgreSQL dump (neither pg_dump's custom format nor plain "
+                           "SQL). Take one with `docker exec letta-db pg_dump -U letta -Fc letta > letta.dump`.")
+
+
+def plain_dump_facts(path: Path) -> tuple[str, set[str]]:
+    """(schema of alembic_version, roles the script names) of a plain SQL dump, read as a stream."""
+    schema, roles = None, set()
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith("CREATE TABLE") and schema is None:
+                match = _PLAIN_ALEMBIC.match(line)
+                if match:
+                    schema = match.group(1) or "public"
+            elif "OWNER TO" in line or line.startswith(("GRANT", "CREATE SCHEMA")):
+                roles.update(r.strip('"') for r in _PLAIN_ROLES.findall(line))
+    if schema is None:
+        raise LettaCompatError(f"--dump {path} holds no alembic_version table: it is not a dump of a Letta database.")
+    return schema, roles - {"PUBLIC", "public"}
+
+
+_COPY_ALEMBIC = re.compile(r"^COPY (?:\S+\.)?alembic_version \(version_num\) FROM stdin;$")
+_INSERT_ALEMBIC = re.compile(r"^INSERT INTO (?:\S+\.)?alembic_version (?:\(version_num\) )?VALUES \('([^']+)'\);$")
+
+
+def dump_revision(path: Path, kind: str) -> str | None:
+    """The alembic revision a dump holds, read without restoring it (pg_restore -a -t for the
+    custom format; a streamed scan of a plain script)."""
+    if kind == "custom":
+        try:
+            text = run_pg_tool("pg_restore", ["-a", "-t", "alembic_version", "-f", "-", str(path)])
+        except LettaCompatError as exc:
+            raise LettaCompatError(f"--dump {path} cannot be read: {str(exc).splitlines()[0][:300]}") from None
+        lines = iter(text.splitlines())
+    else:
+        lines = open(path, encoding="utf-8", errors="replace")
+    try:
+        for line in lines:
+            line = line.rstrip("\n")
+            if _COPY_ALEMBIC.match(line):
+                value = next(lines, "\\.").rstrip("\n")
+                return None if value == "\\." else value.strip()
+            match = _INSERT_ALEMBIC.match(line)
+            if match:
+                return match.group(1)
+    finally:
+        if kind != "custom":
+            lines.close()
+    return None
+
+
+class Rehearsal:
+    """One rehearsal: its own cluster, fake LLM and working directory, gone when it ends."""
+
+    def __init__(self, request: RehearsalRequest, progress: Progress = print):
+        self.request = request
+        self.progress = progress
+        self.started = time.monotonic()
+        self.timings: dict[str, float] = {}
+        self.workdir = Path(request.workdir or tempfile.mkdtemp(prefix="letta-compat-rehearse-"))
+        self._own_workdir = request.workdir is None
+        self.fake: FakeLLM | None = None
+        self.backend = None
+        self._copies = 0
+        self.kept: dict[tuple[str, str], str] = {}  # (target, path) -> database, with request.keep
+
+    def say(self, line: str) -> None:
+        self.progress(redact(f"[{time.monotonic() - self.started:6.1f}s] {line}"))
+
+    # -- plumbing --------------------------------------------------------------------------
+    def _start(self) -> None:
+        from ..backends.native import NativeBackend
+        from ..matrix.model import PostgresSpec
+
+        self.fake = FakeLLM(log_path=self.workdir / "fake-llm.log").start()
+        env = self.fake.server_env()
+        if self.request.encryption_key:
+            env["LETTA_ENCRYPTION_KEY"] = self.request.encryption_key
+        self.backend = NativeBackend(postgres=PostgresSpec(version=self.request.postgres_major),
+                                     cache=self.request.cache, workdir=self.workdir / "servers", llm_env=env)
+        began = time.monotonic()
+        self.backend.start()
+        self.timings["postgres"] = time.monotonic() - began
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.cleanup()
+        if self.fake is not None:
+            self.fake.stop()
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def cluster(self):
+        return self.backend.cluster
+
+    def dsn(self, name: str) -> str:
+        return self.backend.dsn(name)
+
+    def copy(self, template: str, label: str, schema: str) -> str:
+        """A new database holding what ``template`` holds (CREATE DATABASE ... TEMPLATE)."""
+        self._copies += 1
+        name = f"rehearsal_{self._copies}_{re.sub(r'[^a-z0-9]+', '_', label.lower())}"[:60]
+        with self.cluster.connect("postgres", admin=True) as conn:
+            create_database(conn, name, owner="letta", schema=schema, template=template)
+        return name
+
+    # -- the source ------------------------------------------------------------------------
+    def take_dump(self) -> Path:
+        """``pg_dump -Fc`` of the live database: one read-only repeatable-read snapshot."""
+        database = LettaDatabase(self.request.dsn)
+        with database.connect() as conn:
+            layout = database.layout(conn)  # not a Letta database: one line, before anything runs
+        target = self.workdir / "source.dump"
+        self.say(f"reading {shown_dsn(self.request.dsn)} (schema {layout.schema}) with pg_dump: one read-only "
+                 "snapshot, nothing is written to it")
+        began = time.monotonic()
+        # pg_dump runs in a REPEATABLE READ, READ ONLY transaction and takes ACCESS SHARE locks only
+        pg_dump(self.request.dsn, target)
+        self.timings["pg_dump"] = time.monotonic() - began
+        return target
+
+    def restore_source(self, dump: Path) -> tuple[str, str]:
+        """(format, schema): the dump restored into database SOURCE_DB."""
+        kind = dump_format(dump)
+        if kind == "custom":
+            schema = archive_schema(dump)
+            roles: set[str] = set()
+        else:
+            schema, roles = plain_dump_facts(dump)
+        self.say(f"restoring {dump} ({kind} format, {dump.stat().st_size / 1e6:.1f} MB, tables in schema "
+                 f"{schema}) into the embedded PostgreSQL {self.cluster.binaries.major}")
+        began = time.monotonic()
+        with self.cluster.connect("postgres", admin=True) as conn:
+            # search_path is set once the restored tables are found (a plain script may say otherwise)
+            create_database(conn, SOURCE_DB, owner="letta", schema="public", template="template0")
+            for role in sorted(roles):  # a plain script's OWNER TO / GRANT must find its roles
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+        bin_dir = self.cluster.binaries.bin_dir
+        try:
+            if kind == "custom":
+                run_pg_tool("pg_restore", ["--no-owner", "--no-acl", "--exit-on-error", str(dump)],
+                            dsn=self.dsn(SOURCE_DB), bin_dir=bin_dir)
+            else:
+                run_pg_tool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(dump)],
+                            dsn=self.dsn(SOURCE_DB), bin_dir=bin_dir)
+        except LettaCompatError as exc:
+            raise LettaCompatError(f"--dump {dump} could not be restored into PostgreSQL "
+                                   f"{self.cluster.binaries.major}: {str(exc).splitlines()[0][:400]}") from None
+        with self.cluster.connect(SOURCE_DB) as conn:
+            found, _ = find_letta_schema(conn)
+            if found is None:
+                raise LettaCompatError(f"--dump {dump} restored, but it holds no Letta tables (no alembic_version "
+                                       "or agents table): it is not a dump of a Letta database.")
+            if found != "public":
+                drop_public(conn)  # init.sql's layout has none
+                conn.execute(sql.SQL("ALTER DATABASE {} SET search_path TO {}").format(
+                    sql.Identifier(SOURCE_DB), sql.Identifier(found)))
+        self.timings["restore"] = time.monotonic() - began
+        self.say(f"restored in {self.timings['restore']:.1f} s")
+        return kind, found
+
+    def redirect(self, name: str) -> list[str]:
+        """Point every model/embedding endpoint, provider and MCP server at the fake LLM and blank
+        stored keys, before any server starts. Returns what was redirected (no secret in it)."""
+        fake = self.fake.base_url
+        done: list[str] = []
+        with self.cluster.connect(name) as conn, conn.transaction():
+            def columns(table: str) -> dict[str, str]:
+                return dict(conn.execute(
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
+                    "to_regclass(%s) AND attnum > 0 AND NOT attisdropped", (table,)).fetchall())
+
+            for table, col, endpoint, kind in (("agents", "llm_config", "model_endpoint", "model_endpoint_type"),
+                                               ("agents", "embedding_config", "embedding_endpoint",
+                                                "embedding_endpoint_type"),
+                                               ("sources", "embedding_config", "embedding_endpoint",
+                                                "embedding_endpoint_type")):
+                ctype = columns(table).get(col)
+                if ctype is None:
+                    continue
+                rows = conn.execute(sql.SQL(
+                    "SELECT coalesce({c}::jsonb->>{e}, '(none)'), coalesce({c}::jsonb->>{k}, '?'), count(*) FROM {t} "
+                    "WHERE {c} IS NOT NULL GROUP BY 1, 2").format(
+                    c=sql.Identifier(col), e=sql.Literal(endpoint), k=sql.Literal(kind), t=sql.Identifier(table))).fetchall()
+                conn.execute(sql.SQL(
+                    "UPDATE {t} SET {c} = ({c}::jsonb || jsonb_build_object({e}, {f}::text, {k}, 'openai'))::{ty} "
+                    "WHERE {c} IS NOT NULL").format(
+                    t=sql.Identifier(table), c=sql.Identifier(col), e=sql.Literal(endpoint), f=sql.Literal(fake),
+                    k=sql.Literal(kind), ty=sql.SQL(ctype)))
+                for url, endpoint_type, count in rows:
+                    done.append(f"{table}.{col}: {count} x {_shown_url(url)} ({endpoint_type}) -> the fake LLM")
+            provider = columns("providers")
+            if provider:
+                (count,) = conn.execute("SELECT count(*) FROM providers").fetchone()
+                sets = [sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in
+                        ("api_key", "api_key_enc", "access_key", "access_key_enc") if c in provider]
+                if "base_url" in provider:
+                    sets.append(sql.SQL("base_url = {}").format(sql.Literal(fake)))
+                if count and sets:
+                    conn.execute(sql.SQL("UPDATE providers SET {}").format(sql.SQL(", ").join(sets)))
+                    done.append(f"providers: {count} base URL(s) -> the fake LLM, stored keys blanked")
+            mcp = columns("mcp_server")
+            if mcp:
+                (count,) = conn.execute("SELECT count(*) FROM mcp_server").fetchone()
+                sets = [sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in
+                        ("token", "token_enc", "custom_headers", "custom_headers_enc") if c in mcp]
+                if "server_url" in mcp:
+                    sets.append(sql.SQL("server_url = CASE WHEN server_url IS NULL THEN NULL ELSE {} END").format(
+                        sql.Literal(self.fake.url + "/mcp")))
+                if count and sets:
+                    conn.execute(sql.SQL("UPDATE mcp_server SET {}").format(sql.SQL(", ").join(sets)))
+                    done.append(f"mcp_server: {count} server URL(s) -> the fake LLM's address, tokens and headers blanked")
+            if columns("mcp_oauth"):
+                (count,) = conn.execute("SELECT count(*) FROM mcp_oauth").fetchone()
+                if count:
+                    conn.execute("DELETE FROM mcp_oauth")
+                    done.append(f"mcp_oauth: {count} OAuth session(s) removed from the copy")
+        return done
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> RehearsalReport:
+        request = self.request
+        # every check of the input before anything starts: bad input is one line, nothing else
+        dump = request.dump if request.dump is not None else self.take_dump()
+        kind = dump_format(dump)
+        schema = archive_schema(dump) if kind == "custom" else plain_dump_facts(dump)[0]
+        graph = RevisionGraph.from_scripts(ensure_migration_scripts(request.cache))
+        source = self.where_it_stands(dump_revision(dump, kind), graph, schema, kind, dump)
+        targets = self.reachable_targets(source["revision"], graph, source)
+        self._start()
+        kind, schema = self.restore_source(dump)
+        source["schema"] = schema
+        with self.cluster.connect(SOURCE_DB) as conn:
+            if LettaDatabase.revision(conn, schema) != source["revision"]:
+                raise LettaCompatError(f"--dump {dump}: the restored database is at another alembic revision than "
+                                       "the dump's table of contents says; the dump is inconsistent.")
+        source["drift"] = self.drift(source)
+        source["redirected"] = self.redirect(SOURCE_DB)
+        for line in source["redirected"]:
+            self.say(f"safety: {line}")
+        before = self.inventory_before(source, schema)
+        source["agents"] = len(before.agents)
+        source["stored_messages"] = before.messages
+        source["inventory_via"] = before.via
+        report = RehearsalReport(source, timings=self.timings)
+        for target in targets:
+            report.targets.append(self.rehearse_target(target, before, schema))
+        self.timings["total"] = time.monotonic() - self.started
+        return report
+
+    def where_it_stands(self, revision: str | None, graph: RevisionGraph, schema: str, kind: str,
+                        dump: Path) -> dict[str, Any]:
+        where = shown_dsn(self.request.dsn) if self.request.dsn else str(dump)
+        if revision is None:
+            raise LettaCompatError(f"{where} has no alembic revision (an empty alembic_version table): it is not a "
+                                   "database Letta's migrations created.")
+        if revision not in graph.parents:
+            raise LettaCompatError(f"{where} is at alembic revision {revision}, which no Letta release's migrations "
+                                   f"know (the letta-{versions.MIGRATIONS_SOURCE} scripts hold every release's): it "
+                                   "is not a Letta database, or one changed by hand.")
+        releases = versions_at(revision)
+        state = "release head" if releases else "half-applied upgrade"
+        source: dict[str, Any] = {"kind": "dsn" if self.request.dsn else "dump", "where": where, "format": kind,
+                                  "schema": schema, "revision": revision, "releases": releases, "state": state,
+                                  "described": describe_revision(revision, graph)}
+        self.say(f"where it stands: {source['described']}")
+        return source
+
+    def drift(self, source: dict[str, Any]) -> list[str]:
+        """``schema check`` against the dump's own release, and what the fix-ups would repair."""
+        drift: list[str] = []
+        if source["releases"]:
+            own = source["releases"][-1]
+            report = check_database(self.dsn(SOURCE_DB), own, self.request.cache)
+            drift = [str(p) for p in report.problems]
+            source["drift_checked_against"] = own
+        else:
+            source["drift_checked_against"] = None
+            drift.append(f"not a release's schema: {source['described']}")
+        drift += [str(r) for r in run_fixups(LettaDatabase(self.dsn(SOURCE_DB)), apply=False) if r.drift]
+        for line in drift:
+            self.say(f"drift: {line}")
+        if not drift:
+            self.say(f"drift: none (schema check against Letta {source['drift_checked_against']})")
+        return drift
+
+    def reachable_targets(self, revision: str, graph: RevisionGraph, source: dict) -> list[str]:
+        reachable, skipped = [], []
+        for target in self.request.targets:
+            head = versions.server_release(target).alembic_head
+            (reachable if revision in graph.ancestors(head) else skipped).append(target)
+        if not reachable:
+            raise LettaCompatError(f"The dump is at {source['described']}, newer than every --to "
+                                   f"({', '.join(self.request.targets)}): a rehearsal only goes forward. Give a "
+                                   "later release.")
+        for target in skipped:
+            self.say(f"skipping --to {target}: it is older than the dump")
+        source["skipped_targets"] = skipped
+        return reachable
+
+    def inventory_before(self, source: dict, schema: str) -> Inventory:
+        with self.cluster.connect(SOURCE_DB) as conn:
+            base = sql_inventory(conn, schema)
+        self.say(f"before: {len(base.agents)} agents, {base.messages} stored messages (SQL)")
+        if not source["releases"]:
+            self.say("before: the dump is between releases, so no server of its own can read it: the inventory "
+                     "is the SQL one")
+            return base
+        own = source["releases"][-1]
+        name = self.copy(SOURCE_DB, f"before_{own}", schema)
+        began = time.monotonic()
+        try:
+            stack = self.backend.start_server(own, database=name)
+        except LettaCompatError as exc:
+            self.say(f"before: Letta {own} did not start on the copy ({str(exc).splitlines()[0][:200]}); "
+                     "the inventory is the SQL one")
+            return base
+        try:
+            self.say(f"before: Letta {own} started on a copy in {time.monotonic() - began:.1f} s; reading every agent "
+                     "through its API")
+            with LettaAPI(stack.url, api_key=stack.password) as api:
+                found = api_inventory(api, base)
+        finally:
+            stack.stop()
+            self.backend.drop_database(name)
+        self.timings["before"] = time.monotonic() - began
+        return found
+
+    def rehearse_target(self, target: str, before: Inventory, schema: str) -> dict[str, Any]:
+        self.say(f"== Letta {target}")
+        image_db = self.copy(SOURCE_DB, f"image_{target}", schema)
+        log = self.workdir / f"alembic-{target}.log"
+        results = {path: PathResult(path) for path in PATHS}
+        began = time.monotonic()
+        try:
+            upgrade_to_release(self.dsn(image_db), target, self.request.cache, log_path=log)
+        except LettaCompatError as exc:
+            with self.cluster.connect(image_db) as conn:
+                now = LettaDatabase.revision(conn, schema)
+            for result in results.values():
+                result.verdict, result.error = "failed", (f"alembic upgrade to {target} failed, the database stopped "
+                                                          f"at {now}: {str(exc).splitlines()[-1][:300]}")
+            self.say(f"image: {results['image'].error}")
+            return {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+        seconds = time.monotonic() - began
+        self.timings[f"migrate_{target}"] = seconds
+        self.say(f"migrated a copy to {target} ({versions.server_release(target).alembic_head}) in {seconds:.1f} s")
+        compat_db = self.copy(image_db, f"compat_{target}", schema)
+        fixed = run_fixups(LettaDatabase(self.dsn(compat_db)), apply=True)
+        results["letta-compat"].fixups = [str(r) for r in fixed]
+        for path, name in (("image", image_db), ("letta-compat", compat_db)):
+            result = results[path]
+            result.migration_seconds = seconds
+            for line in result.fixups:
+                if "nothing to do" not in line:
+                    self.say(f"{path}: fix-up {line}")
+            self.check_path(target, name, schema, before, result)
+            if self.request.keep:
+                self.kept[(target, path)] = name
+            else:
+                self.backend.drop_database(name)
+        return {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+
+    def check_path(self, target: str, name: str, schema: str, before: Inventory, result: PathResult) -> None:
+        schema_report = check_database(self.dsn(name), target, self.request.cache)
+        result.schema_ready = schema_report.ready
+        result.schema_problems = [str(p) for p in schema_report.problems]
+        self.say(f"{result.path}: schema check against {target}: "
+                 + ("ready" if schema_report.ready else f"{len(schema_report.problems)} problem(s)"))
+        began = time.monotonic()
+        try:
+            stack = self.backend.start_server(target, database=name)
+        except LettaCompatError as exc:
+            result.verdict, result.error = "failed", f"Letta {target} did not start: {str(exc).splitlines()[0][:300]}"
+            self.say(f"{result.path}: {result.error}")
+            result.agents = [{"id": a.id, "name": a.name, "verdict": "lost", "before": a.summary(), "after": None,
+                              "differences": ["server: the target did not start on this copy"]}
+                             for a in before.agents.values()]
+            return
+        result.server_started, result.server_seconds = True, time.monotonic() - began
+        result.log = str(stack.log_path)
+        try:
+            with self.cluster.connect(name) as conn:
+                base = sql_inventory(conn, schema)
+            with LettaAPI(stack.url, api_key=stack.password) as api:
+                after = api_inventory(api, base)
+                self.compare(before, after, result)
+                self.exchange(api, name, schema, before, result)
+        except LettaCompatError as exc:
+            result.verdict, result.error = "failed", f"reading Letta {target}: {str(exc).splitlines()[0][:300]}"
+        finally:
+            stack.stop()
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
+        self.say(f"{result.path}: {counts or 'no agents'}; verdict {result.verdict}")
+
+    def compare(self, before: Inventory, after: Inventory, result: PathResult) -> None:
+        for agent_id, was in before.agents.items():
+            now = after.agents.get(agent_id)
+            verdict, diffs = compare_agent(was, now)
+            result.agents.append({"id": agent_id, "name": was.name, "verdict": verdict, "before": was.summary(),
+                                  "after": now.summary() if now else None, "differences": diffs})
+            result.not_checked += [f"agent {was.name!r}: {line}" for line in not_checked(was, now)]
+        result.server_differences = compare_server(before.server, after.server)
+        verdicts = {a["verdict"] for a in result.agents}
+        if "lost" in verdicts:
+            result.verdict = "lost"
+        elif "changed" in verdicts or result.server_differences:
+            result.verdict = "changed"
+
+    def exchange(self, api: LettaAPI, name: str, schema: str, before: Inventory, result: PathResult) -> None:
+        """One real message (fake LLM) with a sample: the longest history, odd names, secrets."""
+        present = [a for a in before.agents.values()
+                   if any(r["id"] == a.id and r["verdict"] in ("intact", "changed") for r in result.agents)]
+        picks: list = []
+        for chooser in (lambda a: a.stored_messages, lambda a: not re.fullmatch(r"[A-Za-z0-9 _-]+", a.name),
+                        lambda a: bool(a.env_vars)):
+            for agent in sorted(present, key=chooser, reverse=True):
+                if agent not in picks and chooser(agent):
+                    picks.append(agent)
+                    break
+        for agent in present:
+            if len(picks) >= self.request.sample:
+                break
+            if agent not in picks:
+                picks.append(agent)
+        for agent in picks[:self.request.sample]:
+            with self.cluster.connect(name) as conn:
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+                (stored,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
+                                         (agent.id,)).fetchone()
+            entry = {"id": agent.id, "name": agent.name, "ok": False, "detail": ""}
+            try:
+                body = api.json(api.request("POST", f"/v1/agents/{agent.id}/messages",
+                                            json={"messages": [{"role": "user", "content": EXCHANGE_TEXT}]}),
+                                "POST", f"/v1/agents/{agent.id}/messages")
+                with self.cluster.connect(name) as conn:
+                    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+                    (now,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
+                                          (agent.id,)).fetchone()
+                replies = len(body.get("messages") or []) if isinstance(body, dict) else 0
+                entry["ok"] = now > stored and replies > 0
+                entry["detail"] = (f"answered with {replies} message(s); stored messages {stored} -> {now}"
+                                   if entry["ok"] else f"answered 200 but stored messages {stored} -> {now} "
+                                   f"(the new turn was not kept)")
+            except LettaAPIError as exc:
+                entry["detail"] = f"failed: {str(exc)[:300]}"
+            result.exchange.append(entry)
+            if not entry["ok"] and result.verdict == "intact":
+                result.verdict = "changed"
+
+    @staticmethod
+    def _path_json(result: PathResult, before: Inventory) -> dict[str, Any]:
+        data = asdict(result)
+        data.pop("path")
+        data["counts"] = result.counts()
+        return data
+
+
+class LettaRehearsal:
+    """A finished rehearsal whose upgraded copies are kept (the ``letta_rehearsal`` fixture):
+    ``report`` (the JSON report as a dict), ``path(name)``, ``dsn(...)`` and ``start_server(...)``
+    on a path's upgraded copy, for checks of one's own. ``close()`` removes everything."""
+
+    def __init__(self, request: RehearsalRequest, progress: Progress = print):
+        request.keep = True
+        self._rehearsal = Rehearsal(request, progress)
+        try:
+            self.result = self._rehearsal.run()
+        except BaseException:
+            self._rehearsal.close()
+            raise
+        self.report = self.result.to_json()
+
+    def target(self, version: str | None = None) -> dict:
+        targets = self.report["targets"]
+        return next(t for t in targets if version in (None, t["version"]))
+
+    def path(self, name: str = "letta-compat", version: str | None = None) -> dict:
+        return self.target(version)["paths"][name]
+
+    def database(self, path: str = "letta-compat", version: str | None = None) -> str:
+        return self._rehearsal.kept[(self.target(version)["version"], path)]
+
+    def dsn(self, path: str = "letta-compat", version: str | None = None) -> str:
+        return self._rehearsal.dsn(self.database(path, version))
+
+    def start_server(self, path: str = "letta-compat", version: str | None = None):
+        """The target release running on the path's upgraded copy (a LettaStack; stop() it)."""
+        return self._rehearsal.backend.start_server(self.target(version)["version"], database=self.database(path, version))
+
+    def close(self) -> None:
+        self._rehearsal.close()
+
+
+def _shown_url(url: str) -> str:
+    """An endpoint as it may be printed: user info and query strings dropped."""
+    return re.sub(r"//[^/@]*@", "//***@", url.split("?")[0])
+
+
+def rehearse(request: RehearsalRequest, progress: Progress = print) -> RehearsalReport:
+    """Run a whole rehearsal; every server and database it made is gone when it returns."""
+    rehearsal = Rehearsal(request, progress)
+    try:
+        return rehearsal.run()
+    finally:
+        rehearsal.close()
+
+
+# -- output --------------------------------------------------------------------------------
+def format_report(report: RehearsalReport) -> list[str]:
+    src = report.source
+    lines = [f"Source: {src['where']} ({src['format']} dump, schema {src['schema']}): {src['described']}",
+             f"  {src['agents']} agents, {src['stored_messages']} stored messages (inventory through "
+             f"{src['inventory_via']})"]
+    lines += [f"  drift: {d}" for d in src["drift"]] or ["  drift: none"]
+    for target in report.targets:
+        for path in PATHS:
+            p = target["paths"][path]
+            counts = ", ".join(f"{n} {v}" for v, n in sorted(p["counts"].items()))
+            lines.append(f"Letta {target['version']}, {path} path: {p['verdict'].upper()} ({counts or 'no agents'})")
+            if path == "letta-compat":
+                lines += [f"  fix-up {f}" for f in p["fixups"] if "nothing to do" not in f]
+                lines += [f"  {agent['verdict']:<8} {agent['name']!r}" for agent in p["agents"]]
+            for problem in _problems(p):
+                lines.append(("  WARNING (a plain tag bump): " if path == "image" else "  ") + problem)
+            lines += [f"  not checked: {n}" for n in p["not_checked"]]
+    lines.append("VERDICT: every agent came through the letta-compat path intact" if report.ok else
+                 "VERDICT: something was lost or changed on the letta-compat path (see above)")
+    return lines
+
+
+def _problems(p: dict) -> list[str]:
+    lines = [p["error"]] if p["error"] else []
+    lines += [f"schema: {x}" for x in p["schema_problems"]]
+    for agent in p["agents"]:
+        if agent["verdict"] in ("changed", "lost"):
+            lines += [f"agent {agent['name']!r} ({agent['id']}): {d}" for d in agent["differences"]]
+    lines += [f"server: {d}" for d in p["server_differences"]]
+    lines += [f"message exchange with {e['name']!r}: {e['detail']}" for e in p["exchange"] if not e["ok"]]
+    return lines
+
+
+def write_report(report: RehearsalReport, path: Path) -> list[Path]:
+    """JSON, and Markdown/HTML by suffix (a bare name writes all three)."""
+    path = Path(path)
+    data = report.to_json()
+    suffixes = [path.suffix] if path.suffix in (".json", ".md", ".html") else [".json", ".md", ".html"]
+    base = path.with_suffix("") if path.suffix in (".json", ".md", ".html") else path
+    written = []
+    for suffix in suffixes:
+        target = base.with_suffix(suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if suffix == ".json":
+            text = json.dumps(data, indent=1, ensure_ascii=False)
+        elif suffix == ".md":
+            text = "# Letta upgrade rehearsal\n\n" + "\n".join(f"    {line}" for line in format_report(report)) + "\n"
+        else:
+            import html
+
+            rows = "\n".join(f"<tr><td>{html.escape(t['version'])}</td><td>{html.escape(p)}</td>"
+                             f"<td class='{html.escape(t['paths'][p]['verdict'])}'>{html.escape(t['paths'][p]['verdict'])}"
+                             f"</td><td>{html.escape(json.dumps(t['paths'][p]['counts']))}</td></tr>"
+                             for t in report.targets for p in PATHS)
+            text = ("<!doctype html><meta charset='utf-8'><title>Letta upgrade rehearsal</title>"
+                    "<style>.intact{background:#cfc}.changed,.lost,.failed{background:#fcc}</style>"
+                    f"<h1>Letta upgrade rehearsal</h1><table><tr><th>target</th><th>path</th><th>verdict</th>"
+                    f"<th>agents</th></tr>{rows}</table><pre>"
+                    + html.escape("\n".join(format_report(report))) + "</pre>")
+        target.write_text(redact(text), encoding="utf-8")
+        written.append(target)
+    return written
+

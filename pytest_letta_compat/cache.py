@@ -1,7 +1,8 @@
 """Where installed Letta versions, migration scripts and Letta Code builds are kept.
 
 Shared by every run on the machine (concurrent runs and xdist workers take file locks);
-chosen by --letta-cache-dir, then LETTA_COMPAT_CACHE, then ~/.cache/pytest-letta-compat.
+chosen by --letta-cache-dir, then LETTA_COMPAT_CACHE, then the platform's user cache directory
+(platformdirs: ~/.cache/pytest-letta-compat on Linux, honouring $XDG_CACHE_HOME).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import platformdirs
 from filelock import FileLock
 
 ENV_VAR = "LETTA_COMPAT_CACHE"
@@ -21,9 +23,8 @@ def cache_root(explicit: str | os.PathLike | None = None) -> Path:
         root = Path(explicit)
     elif os.environ.get(ENV_VAR):
         root = Path(os.environ[ENV_VAR])
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-        root = Path(base) / "pytest-letta-compat"
+    else:  # ~/.cache/pytest-letta-compat on Linux ($XDG_CACHE_HOME), ~/Library/Caches/... on macOS
+        root = Path(platformdirs.user_cache_dir("pytest-letta-compat", appauthor=False))
     root = root.expanduser().resolve()
     root.mkdir(parents=True, exist_ok=True)
     return root

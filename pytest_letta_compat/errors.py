@@ -12,7 +12,10 @@ import threading
 
 _secrets: set[str] = set()
 _lock = threading.Lock()
-_DSN_PASSWORD = re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]+:)([^@\s]+)(@)")
+# any scheme: a mistyped `postgresq://u:pw@h` or an `http://admin:pw@h` URL must not show its password
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)(\S+)(@[^@\s]*)")  # to the last @
+# key=value DSNs (`host=h password=pw`) and query strings (`?password=pw`)
+_KEYWORD_PASSWORD = re.compile(r"((?<![A-Za-z])(?:PG)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]+)", re.I)
 
 
 class LettaCompatError(Exception):
@@ -38,10 +41,11 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """Mask registered secrets and any password inside a PostgreSQL DSN."""
+    """Mask registered secrets and any password inside a URL or DSN (whatever its scheme)."""
     if not text:
         return text
-    text = _DSN_PASSWORD.sub(r"\1***\3", text)
+    text = _URL_PASSWORD.sub(r"\1***\3", text)
+    text = _KEYWORD_PASSWORD.sub(r"\1***", text)
     with _lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:

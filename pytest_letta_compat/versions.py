@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
+from .errors import LettaCompatError
+
 
 @dataclass(frozen=True)
 class ServerRelease:
@@ -75,6 +77,48 @@ def server_release(version: str) -> ServerRelease | None:
 
 def known_server_versions() -> list[str]:
     return sorted(SERVER_RELEASES, key=Version)
+
+
+def require_server_release(version: str, what: str = "Letta server version",
+                           error: type[Exception] = LettaCompatError) -> ServerRelease:
+    """The release ``version``, or ``error``: "<what> '<version>' is not a Letta server
+    release this tool knows. Allowed: ..." (``what`` names the option or key it came from)."""
+    release = SERVER_RELEASES.get(version) if isinstance(version, str) else None
+    if release is None:
+        raise error(f"{what} {version!r} is not a Letta server release this tool knows. "
+                    f"Allowed: {', '.join(known_server_versions())}.")
+    return release
+
+
+def versions_at(revision: str | None) -> list[str]:
+    """Releases whose alembic head is ``revision`` (several releases may share one)."""
+    return [v for v in known_server_versions() if SERVER_RELEASES[v].alembic_head == revision]
+
+
+def describe_revision(revision: str | None, graph=None) -> str:
+    """A database's alembic revision in words: ``39577145c45d (the schema of Letta 0.16.1)``.
+    With ``graph`` (operations.plan.RevisionGraph) a revision between releases is placed
+    between the two releases around it."""
+    if revision is None:
+        return "no alembic revision (not a database Letta's migrations created)"
+    exact = versions_at(revision)
+    if exact:
+        return f"{revision} (the schema of Letta {', '.join(exact)})"
+    if graph is None:
+        return f"{revision} (not the schema of any Letta release)"
+    if revision not in graph.parents:
+        return f"{revision} (a revision the letta-{MIGRATIONS_SOURCE} migration scripts do not know)"
+    before = after = None
+    earlier = graph.ancestors(revision)
+    for v in known_server_versions():
+        head = SERVER_RELEASES[v].alembic_head
+        if head in earlier:
+            before = v
+        elif after is None and revision in graph.ancestors(head):
+            after = v
+    span = " and ".join(x for x in (f"after Letta {before}" if before else None,
+                                     f"before Letta {after}" if after else None) if x)
+    return f"{revision} (between releases, {span}: a partly applied upgrade)"
 
 
 def is_known_letta_code(version: str) -> bool:

@@ -7,7 +7,7 @@ import json
 
 from ..cache import cache_root
 from ..schema.compare import DriftReport, check_database
-from ..schema.inspect import shown_dsn
+from ..postgres.client import shown_dsn
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:

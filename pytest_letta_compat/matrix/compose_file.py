@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .. import versions
 from ..errors import LettaCompatError
 from .model import Matrix, PostgresSpec, ServerEntry
 
 LETTA_REPOSITORIES = ("letta/letta", "memgpt/letta", "letta-compat/letta")
 RELEASE_TAG = re.compile(r"^v?\d+\.\d+\.\d+(?:[.+-][0-9A-Za-z.+-]+)?$")  # 0.16.2, 0.16.2-rc1
-LETTA_PORT = "8283"
 
 
 class ComposeError(LettaCompatError):
@@ -112,10 +113,6 @@ def load(compose_path: str | os.PathLike) -> dict:
     """The compose file with variables substituted as Docker Compose would (environment
     first, then the .env file beside it)."""
     path = Path(compose_path)
-    try:
-        import yaml
-    except ImportError:
-        raise ComposeError("Reading compose files needs PyYAML: pip install pyyaml.") from None
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -227,9 +224,7 @@ def compose_matrix(compose_path: str | os.PathLike, matrix: Matrix | None) -> Ma
         raise ComposeError(f"{path}: service `{service}` pins `{image}` by digest only, so the suite cannot tell "
                            f"which Letta release it is. Write the release tag too, e.g. "
                            f"`{ImageRef.parse(image).repository}:0.16.2@sha256:...`.")
-    if versions.server_release(version) is None:
-        raise ComposeError(f"{path}: service `{service}` runs Letta {version}, which this plugin does not know. "
-                           f"Known releases: {', '.join(versions.known_server_versions())}.")
+    versions.require_server_release(version, f"{path}: service `{service}` runs Letta", ComposeError)
     env = service_environment(load(path), service, path.parent)
     secure = env.get("SECURE", "false").lower() == "true"
     base = matrix or Matrix(path=path, name=path.stem, backend="docker", postgres=PostgresSpec())

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import LettaCompatError, redact
+from ..errors import LettaCompatError
+from ..postgres.client import connect, pg_dump
+from ..schema.inspect import alembic_revision
 from .agentfile import agent_of, is_legacy, role_counts
 from ..rest.client import LettaAPI, LettaAPIError
 
@@ -193,52 +193,6 @@ def _backup_agent(api: LettaAPI, out: Path, listed: dict) -> AgentRecord:
         files=files, export_name=export_name)
 
 
-def _pg_params(dsn: str) -> dict[str, str]:
-    from psycopg.conninfo import conninfo_to_dict
-
-    plain = re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", dsn)  # SQLAlchemy-style DSNs too
-    try:
-        return {k: str(v) for k, v in conninfo_to_dict(plain).items()}
-    except Exception as exc:  # psycopg raises ProgrammingError for malformed DSNs
-        raise LettaCompatError(f"--dsn {redact(dsn)!r} is not a PostgreSQL DSN ({redact(str(exc))}); "
-                               "expected postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from exc
-
-
-def alembic_revision(dsn: str) -> str | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(**_pg_params(dsn), connect_timeout=20) as conn:
-            for table in ("alembic_version", "letta.alembic_version"):
-                try:
-                    row = conn.execute(f"SELECT version_num FROM {table}").fetchone()
-                    return row[0] if row else None
-                except psycopg.errors.UndefinedTable:
-                    conn.rollback()
-    except psycopg.OperationalError as exc:
-        raise LettaCompatError(f"Cannot connect to the database {redact(dsn)}: {redact(str(exc)).strip()}") from exc
-    return None
-
-
-def pg_dump(dsn: str, target: Path) -> None:
-    """``pg_dump -Fc`` with the embedded PostgreSQL 16 tools (they dump 15 and 16 servers);
-    the password travels in PGPASSWORD, never on the command line."""
-    from ..postgres.cluster import PostgresBinaries
-
-    params = _pg_params(dsn)
-    argv = [str(PostgresBinaries.embedded(16).bin_dir / "pg_dump"), "-Fc", "-f", str(target)]
-    for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user"), ("-d", "dbname")):
-        if params.get(key):
-            argv += [flag, params[key]]
-    env = {"PATH": os.environ.get("PATH", ""), "LC_ALL": "C"}
-    if params.get("password"):
-        env["PGPASSWORD"] = params["password"]
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise LettaCompatError(f"pg_dump of {redact(dsn)} failed (exit {proc.returncode}): "
-                               f"{redact(proc.stderr.strip())[-1500:]}")
-
-
 def backup(url: str, out_dir: Path, *, api_key: str | None = None, dsn: str | None = None,
            progress=print) -> Manifest:
     """Back up every agent of the server at ``url`` into ``out_dir``, then re-read all of it."""
@@ -260,7 +214,8 @@ def backup(url: str, out_dir: Path, *, api_key: str | None = None, dsn: str | No
     manifest = Manifest(source_url=api.url, server_version=version, agents=records,
                         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if dsn:
-        manifest.alembic_revision = alembic_revision(dsn)
+        with connect(dsn) as conn:
+            manifest.alembic_revision = alembic_revision(conn)
         pg_dump(dsn, out / DATABASE_DUMP)
         manifest.database_dump, manifest.database_dump_sha256 = DATABASE_DUMP, sha256_of(out / DATABASE_DUMP)
         progress(f"  database at alembic revision {manifest.alembic_revision}: {DATABASE_DUMP}")

@@ -11,16 +11,15 @@ Everything runs in one transaction in whichever schema holds the tables.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
+from ..schema.inspect import default_sequence, qualified_name, sequence_lag, sequence_next
 from .database import LettaDatabase
 
 SEQUENCE = "message_seq_id"  # the name migration e991d2e3b428 gives it
-_NEXTVAL = re.compile(r"nextval\('(?:\"?[^'\".]+\"?\.)?\"?([^'\"]+)\"?'(?:::regclass)?\)")
 
 
 @dataclass(frozen=True)
@@ -35,59 +34,46 @@ class FixupResult:
         return f"{self.name}: {self.drift} -> {'repaired' if self.applied else 'would repair (dry run)'}"
 
 
-def _default_sequence(conn: psycopg.Connection) -> tuple[bool, str | None]:
-    """(does messages.sequence_id exist, the sequence its default draws from or None)."""
+def _sequence_id_default(conn: psycopg.Connection) -> tuple[bool, str | None]:
+    """(does messages.sequence_id exist, its default expression or None)."""
     row = conn.execute(
         "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a "
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "WHERE a.attrelid = 'messages'::regclass AND a.attname = 'sequence_id' AND NOT a.attisdropped").fetchone()
-    if row is None:
-        return False, None
-    match = _NEXTVAL.search(row[0] or "")
-    return True, match.group(1) if match else None
-
-
-def _next_value(conn: psycopg.Connection, sequence: str) -> int | None:
-    exists = conn.execute("SELECT to_regclass(%s)", (quoted(sequence),)).fetchone()[0]
-    if exists is None:
-        return None
-    last, called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(sequence))).fetchone()
-    return last + 1 if called else last
+    return (False, None) if row is None else (True, row[0])
 
 
 def _largest_id(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT coalesce(max(sequence_id), 0) FROM messages").fetchone()[0]
 
 
-def quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class SequenceDefault:
     name = "messages.sequence_id default"
 
     def detect(self, conn: psycopg.Connection) -> str | None:
-        exists, sequence = _default_sequence(conn)
-        if not exists or sequence == SEQUENCE:
+        exists, default = _sequence_id_default(conn)
+        sequence = default_sequence(default)
+        if not exists or sequence == (SEQUENCE,):
             return None
         if sequence is None:
             return ("messages.sequence_id has no default, so no new message can be stored (NOT NULL violation: "
                     "Letta answers 409 or 500, or 200 while silently dropping the message)")
-        return f"messages.sequence_id draws from sequence {sequence!r}, not Letta's {SEQUENCE!r} (a hand-made repair)"
+        return (f"messages.sequence_id draws from sequence {'.'.join(sequence)!r}, not Letta's {SEQUENCE!r} "
+                "(a hand-made repair)")
 
     def apply(self, conn: psycopg.Connection) -> None:
-        _, old = _default_sequence(conn)
+        old = default_sequence(_sequence_id_default(conn)[1])
         conn.execute("LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE")
         conn.execute(sql.SQL("CREATE SEQUENCE IF NOT EXISTS {}").format(sql.Identifier(SEQUENCE)))
-        floor = max(_largest_id(conn), (_next_value(conn, old) or 1) - 1 if old else 0)
-        upcoming = max(_next_value(conn, SEQUENCE) or 1, floor + 1)
-        conn.execute("SELECT setval(%s, %s, false)", (quoted(SEQUENCE), upcoming))
+        floor = max(_largest_id(conn), (sequence_next(conn, old) or 1) - 1 if old else 0)
+        upcoming = max(sequence_next(conn, (SEQUENCE,)) or 1, floor + 1)
+        conn.execute("SELECT setval(%s, %s, false)", (qualified_name((SEQUENCE,)), upcoming))
         conn.execute(sql.SQL("ALTER TABLE messages ALTER COLUMN sequence_id SET DEFAULT nextval({}::regclass)").format(
             sql.Literal(SEQUENCE)))
         if old:
             try:
                 with conn.transaction():  # a savepoint: keep a sequence something else still uses
-                    conn.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(old)))
+                    conn.execute(sql.SQL("DROP SEQUENCE IF EXISTS {}").format(sql.Identifier(*old)))
             except psycopg.errors.DependentObjectsStillExist:
                 pass
 
@@ -96,18 +82,17 @@ class SequenceBehind:
     name = "message_seq_id position"
 
     def detect(self, conn: psycopg.Connection) -> str | None:
-        _, sequence = _default_sequence(conn)
-        upcoming = _next_value(conn, sequence) if sequence else None
-        largest = _largest_id(conn) if upcoming is not None else 0
-        if upcoming is None or upcoming > largest:
+        lag = sequence_lag(conn, "messages", "sequence_id", _sequence_id_default(conn)[1])
+        if lag is None:
             return None
+        sequence, upcoming, largest = lag
         return (f"sequence {sequence!r} would hand out {upcoming}, but messages already use ids up to {largest} "
                 "(after a bulk restore): new messages collide and are not stored")
 
     def apply(self, conn: psycopg.Connection) -> None:
-        _, sequence = _default_sequence(conn)
+        sequence = default_sequence(_sequence_id_default(conn)[1])
         conn.execute("LOCK TABLE messages IN SHARE ROW EXCLUSIVE MODE")
-        conn.execute("SELECT setval(%s, %s, false)", (quoted(sequence), _largest_id(conn) + 1))
+        conn.execute("SELECT setval(%s, %s, false)", (qualified_name(sequence), _largest_id(conn) + 1))
 
 
 FIXUPS = (SequenceDefault(), SequenceBehind())

@@ -16,6 +16,7 @@ from packaging.version import Version
 
 from .. import versions
 from ..errors import LettaCompatError
+from ..versions import describe_revision
 
 STRATEGIES = ("in-place", "recreate")
 
@@ -69,33 +70,6 @@ def _module_strings(path: Path, names: tuple[str, ...]) -> dict[str, tuple[str, 
     return found
 
 
-def versions_at(revision: str) -> list[str]:
-    """Releases whose alembic head is ``revision`` (several releases may share one)."""
-    return [v for v in versions.known_server_versions() if versions.server_release(v).alembic_head == revision]
-
-
-def describe_revision(revision: str | None, graph: RevisionGraph) -> str:
-    """Which Letta release(s) a database at ``revision`` belongs to, in words."""
-    if revision is None:
-        return "no alembic revision (not a database Letta's migrations created)"
-    exact = versions_at(revision)
-    if exact:
-        return f"{revision}, the schema of Letta {', '.join(exact)}"
-    if revision not in graph.parents:
-        return f"{revision}, a revision the letta-{versions.MIGRATIONS_SOURCE} migration scripts do not know"
-    before = after = None
-    earlier = graph.ancestors(revision)
-    for v in versions.known_server_versions():
-        head = versions.server_release(v).alembic_head
-        if head in earlier:
-            before = v
-        elif after is None and revision in graph.ancestors(head):
-            after = v
-    span = " and ".join(x for x in (f"after Letta {before}" if before else None,
-                                     f"before Letta {after}" if after else None) if x)
-    return f"{revision}, between releases ({span}): a partly applied upgrade"
-
-
 @dataclass
 class UpgradePlan:
     from_version: str
@@ -115,11 +89,8 @@ class UpgradePlan:
 
 
 def check_versions(from_version: str, to_version: str, strategy: str = "in-place") -> None:
-    allowed = ", ".join(versions.known_server_versions())
     for option, value in (("--from", from_version), ("--to", to_version)):
-        if versions.server_release(value) is None:
-            raise LettaCompatError(f"{option} {value!r} is not a Letta server release this tool knows. "
-                                   f"Allowed: {allowed}.")
+        versions.require_server_release(value, option)
     if Version(to_version) <= Version(from_version):
         raise LettaCompatError(f"--to {to_version} is not newer than --from {from_version}: an upgrade only goes "
                                "forward. To go back to the database of an older release, use "

@@ -677,7 +677,7 @@ def format_report(report: RehearsalReport) -> list[str]:
             if path == "letta-compat":
                 lines += [f"  fix-up {f}" for f in p["fixups"] if "nothing to do" not in f]
                 lines += [f"  {agent['verdict']:<8} {agent['name']!r}" for agent in p["agents"]]
-            for problem in _problems(p):
+            for problem in path_problems(p):
                 lines.append(("  WARNING (a plain tag bump): " if path == "image" else "  ") + problem)
             lines += [f"  not checked: {n}" for n in p["not_checked"]]
     lines.append("VERDICT: every agent came through the letta-compat path intact" if report.ok else
@@ -685,7 +685,8 @@ def format_report(report: RehearsalReport) -> list[str]:
     return lines
 
 
-def _problems(p: dict) -> list[str]:
+def path_problems(p: dict) -> list[str]:
+    """One line per thing a path of the report lost or changed (what the verdict rests on)."""
     lines = [p["error"]] if p["error"] else []
     lines += [f"schema: {x}" for x in p["schema_problems"]]
     for agent in p["agents"]:

@@ -14,9 +14,11 @@ from pathlib import Path
 
 from ..errors import LettaCompatError
 from ..provision.install import ensure_migration_scripts
-from .backup import Manifest, load_backup, pg_dump
+from ..postgres.client import pg_dump
+from .backup import Manifest, load_backup
 from .database import Layout, LettaDatabase, archive_schema
-from .plan import RevisionGraph, describe_revision, versions_at
+from ..versions import describe_revision, versions_at
+from .plan import RevisionGraph
 
 
 

@@ -28,7 +28,8 @@ from .backup import backup
 from .database import Layout, LettaDatabase
 from .fixups import FixupResult, run_fixups
 from ..rest.client import LettaAPI, LettaAPIError
-from .plan import RevisionGraph, UpgradePlan, check_server_version, check_versions, plan_upgrade, versions_at
+from ..versions import describe_revision
+from .plan import RevisionGraph, UpgradePlan, check_server_version, check_versions, plan_upgrade
 from .rollback import VerifiedArchive, dump_before, verified_archive
 
 Progress = Callable[[str], None]
@@ -271,7 +272,7 @@ def format_plan(found: Assessment) -> str:
     lines = [f"Upgrade plan: Letta {request.from_version} -> {request.to_version}, strategy {request.strategy}, "
              f"{found.database} (tables in schema {found.layout.schema})",
              f"  now:    {plan.revision_text}",
-             f"  target: {target}, the schema of Letta {', '.join(versions_at(target))}",
+             f"  target: {describe_revision(target)}",
              f"  server: {server}"]
     lines += [f"  {i}. {name:<9}{text}" for i, (name, text) in enumerate(steps, 1)]
     return redact("\n".join(lines))

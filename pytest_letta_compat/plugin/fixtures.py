@@ -13,7 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-from ..backends import LettaBackend, LettaStack, make_backend
+from ..backends import make_backend
+from ..backends.base import LettaBackend, LettaStack
 from ..cache import ENV_VAR as CACHE_ENV, cache_root
 from ..errors import LettaCompatError
 from ..provision.fake_llm import FakeLLM

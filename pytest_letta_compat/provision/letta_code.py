@@ -30,7 +30,7 @@ from .. import versions
 from ..cache import locked
 from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
 from ..matrix.model import LettaCodeEntry, Matrix, ServerEntry
-from .procs import _child_setup
+from .procs import child_setup
 
 NPM_PACKAGE = "@letta-ai/letta-code"
 INSTALL_TIMEOUT = 900.0
@@ -171,9 +171,9 @@ def _install_from_npm(install: LettaCodeInstall, spec: str, deadline: float) -> 
 
 
 def _install_from_pypi(install: LettaCodeInstall, spec: str, deadline: float) -> None:
-    from .install import _uv
+    from .install import uv_binary
 
-    uv, venv = _uv(), install.root / "venv"
+    uv, venv = uv_binary(), install.root / "venv"
     _install_step([uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
                   "creating its venv", install, None, deadline)
     _install_step([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), spec],
@@ -280,7 +280,7 @@ def _bounded_run(argv: list[str], *, env: dict[str, str] | None, cwd: Path,
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                    preexec_fn=_child_setup(signal.SIGKILL, None), close_fds=True)
+                                    preexec_fn=child_setup(signal.SIGKILL, None), close_fds=True)
         except OSError as exc:
             raise ProvisioningError(f"Could not run {argv[0]}: {exc.strerror or exc}.") from None
         try:

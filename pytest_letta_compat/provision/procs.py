@@ -35,7 +35,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _child_setup(death_signal: int, user: str | None) -> Callable[[], None]:
+def child_setup(death_signal: int, user: str | None) -> Callable[[], None]:
     libc = ctypes.CDLL(None, use_errno=True)
     entry = pwd.getpwnam(user) if user else None
 
@@ -86,7 +86,7 @@ class ManagedProcess:
             self.popen = subprocess.Popen(
                 self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                preexec_fn=_child_setup(self.stop_signal, self.user), close_fds=True,
+                preexec_fn=child_setup(self.stop_signal, self.user), close_fds=True,
             )
         except OSError as exc:
             raise ProvisioningError(

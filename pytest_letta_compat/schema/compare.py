@@ -18,10 +18,11 @@ from pathlib import Path
 
 import psycopg
 
-from .. import versions
 from ..errors import LettaCompatError, redact
+from ..postgres.client import connect, shown_dsn
+from ..versions import describe_revision, versions_at
 from .expected import ExpectedSchema, expected_schema
-from .inspect import LiveSchema, LiveTable, connect, read_schema, shown_dsn
+from .inspect import LiveSchema, LiveTable, read_schema
 
 _TYPE_FAMILIES = {
     "character varying": "string", "varchar": "string", "text": "string",
@@ -72,14 +73,6 @@ class DriftReport:
         return data
 
 
-def describe_revision(revision: str | None) -> str:
-    """``39577145c45d (the head of Letta 0.16.1)``: which releases stop at a revision."""
-    if revision is None:
-        return "none"
-    releases = [v for v in versions.known_server_versions() if versions.server_release(v).alembic_head == revision]
-    return f"{revision} (the head of Letta {', '.join(releases)})" if releases else revision
-
-
 def check_database(dsn: str, version: str, cache: Path) -> DriftReport:
     """Is the database at ``dsn`` ready for Letta ``version``?"""
     expected = expected_schema(version, cache)  # an unknown version fails before connecting
@@ -90,10 +83,24 @@ def check_database(dsn: str, version: str, cache: Path) -> DriftReport:
             raise LettaCompatError(f"Reading the schema of {shown_dsn(dsn)!r} failed: "
                                    f"{redact(' '.join(str(exc).split()))}. The user needs read access "
                                    "to PostgreSQL's catalogs and to Letta's tables.") from None
-    return check_schema(live, expected)
+    return check_schema(live, expected, graph=_revision_graph(live.revision, cache))
 
 
-def check_schema(live: LiveSchema, expected: ExpectedSchema) -> DriftReport:
+def _revision_graph(revision: str | None, cache: Path):
+    """The alembic history, needed only to place a revision that is no release's head (a
+    killed upgrade's) between the releases around it; None when it cannot be read."""
+    from ..operations.plan import RevisionGraph
+    from ..provision.install import ensure_migration_scripts
+
+    if revision is None or versions_at(revision):
+        return None
+    try:
+        return RevisionGraph.from_scripts(ensure_migration_scripts(cache))
+    except LettaCompatError:
+        return None
+
+
+def check_schema(live: LiveSchema, expected: ExpectedSchema, graph=None) -> DriftReport:
     report = DriftReport(expected.version, live.schema, live.revision, expected.revision)
     problem = lambda subject, message: report.problems.append(Finding(subject, message))  # noqa: E731
     note = lambda subject, message: report.notes.append(Finding(subject, message))  # noqa: E731
@@ -105,7 +112,7 @@ def check_schema(live: LiveSchema, expected: ExpectedSchema) -> DriftReport:
         note(f"schema {live.schema}", "not on this connection's search_path: a Letta server connecting "
                                       "with the same settings would not find its tables")
     if live.revision != expected.revision:
-        problem("alembic revision", f"found {describe_revision(live.revision)}, "
+        problem("alembic revision", f"found {describe_revision(live.revision, graph)}, "
                                     f"expected {describe_revision(expected.revision)}")
     for name, table in sorted(expected.tables.items()):
         found = live.tables.get(name)

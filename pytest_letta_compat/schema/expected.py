@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import versions
 from ..cache import locked
-from ..errors import LettaCompatError, ProvisioningError, redact
+from ..errors import ProvisioningError, redact
 from ..provision.install import ensure_server
 
 DUMP_SCRIPT = Path(__file__).with_name("dump_orm_schema.py")
@@ -32,10 +32,7 @@ class ExpectedSchema:
 
 
 def expected_schema(version: str, cache: Path) -> ExpectedSchema:
-    release = versions.server_release(version)
-    if release is None:
-        raise LettaCompatError(f"Letta server version {version!r} is not one this tool knows. Allowed: "
-                               + ", ".join(versions.known_server_versions()) + ".")
+    release = versions.require_server_release(version)
     return ExpectedSchema(version, release.alembic_head, _orm_dump(version, cache)["tables"])
 
 

@@ -12,13 +12,10 @@ from dataclasses import asdict, dataclass, field
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-
-from ..errors import LettaCompatError, redact, register_secret
 
 MARKER_TABLES = ("alembic_version", "agents")
-_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
-_NEXTVAL = re.compile(r"nextval\('([^']+)'(?:::regclass)?\)")
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'(?:::regclass)?\)")
+_IDENTIFIER = re.compile(r'"((?:[^"]|"")*)"|([^".]+)')
 
 
 @dataclass(frozen=True)
@@ -68,29 +65,6 @@ class LiveSchema:
         return asdict(self)
 
 
-def normalize_dsn(dsn: str) -> str:
-    """Accept Letta's own LETTA_PG_URI spellings (``postgresql+pg8000://``, ``+asyncpg``)."""
-    return re.sub(r"^postgres(?:ql)?\+\w+://", "postgresql://", dsn.strip())
-
-
-def shown_dsn(dsn: str) -> str:
-    """The DSN as it may be printed: passwords masked in URL and in key=value form."""
-    return _KEYWORD_PASSWORD.sub(r"\1***", redact(dsn))
-
-
-def connect(dsn: str, *, connect_timeout: int = 15) -> psycopg.Connection:
-    """An autocommit connection; failures are one-paragraph errors without the password."""
-    dsn = normalize_dsn(dsn)
-    try:
-        register_secret(conninfo_to_dict(dsn).get("password"))  # masked wherever it shows up
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
-    except psycopg.Error as exc:
-        reason = " ".join(str(exc).split()).rstrip(".?") or type(exc).__name__
-        raise LettaCompatError(f"Cannot connect to the database {shown_dsn(dsn)!r}: {redact(reason)}. "
-                               "Give a DSN such as postgresql://USER@HOST:5432/DBNAME (with the password "
-                               "in it or in $PGPASSWORD) that reaches Letta's database.") from None
-
-
 def find_letta_schema(conn: psycopg.Connection) -> tuple[str | None, bool]:
     """The schema holding Letta's tables and whether this connection's search_path has it."""
     rows = conn.execute(
@@ -118,9 +92,7 @@ def read_schema(conn: psycopg.Connection) -> LiveSchema:
     _read_indexes(conn, live)
     _read_constraints(conn, live)
     if "alembic_version" in live.tables:
-        row = conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(
-            sql.Identifier(schema))).fetchone()
-        live.revision = row[0] if row else None
+        live.revision = read_revision(conn, schema)
     _read_sequence_lag(conn, live)
     return live
 
@@ -186,27 +158,72 @@ def _read_constraints(conn: psycopg.Connection, live: LiveSchema) -> None:
                 _ON_DELETE.get(ondelete) if kind == "f" else None)
 
 
+def read_revision(conn: psycopg.Connection, schema: str) -> str | None:
+    """The alembic revision stamped in ``schema`` (None: no alembic_version table, or empty)."""
+    exists = conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema)}.alembic_version",)).fetchone()[0]
+    if exists is None:
+        return None
+    row = conn.execute(sql.SQL("SELECT version_num FROM {}.alembic_version").format(sql.Identifier(schema))).fetchone()
+    return row[0] if row else None
+
+
+def alembic_revision(conn: psycopg.Connection) -> str | None:
+    """The alembic revision of the Letta tables this connection reaches, wherever they are."""
+    schema, _ = find_letta_schema(conn)
+    return read_revision(conn, schema) if schema else None
+
+
+def default_sequence(default: str | None) -> tuple[str, ...] | None:
+    """The sequence a column default draws from, as its name's parts:
+    ``nextval('letta."Seq"'::regclass)`` -> ``("letta", "Seq")``; None for any other default."""
+    match = _NEXTVAL.search(default or "")
+    if not match:
+        return None
+    text = match.group(1).replace("''", "'")
+    return tuple(quoted.replace('""', '"') if quoted else plain for quoted, plain in _IDENTIFIER.findall(text))
+
+
+def qualified_name(parts: tuple[str, ...]) -> str:
+    """``("letta", "seq")`` -> ``"letta"."seq"``, as regclass and setval read it."""
+    return ".".join(_quoted(p) for p in parts)
+
+
+def sequence_next(conn: psycopg.Connection, sequence: tuple[str, ...]) -> int | None:
+    """The value ``sequence`` hands out next (None: there is no such sequence). Never
+    raises for a missing sequence, so it is safe inside a transaction."""
+    if conn.execute("SELECT to_regclass(%s)", (qualified_name(sequence),)).fetchone()[0] is None:
+        return None
+    last, called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
+        sql.Identifier(*sequence))).fetchone()
+    return last + 1 if called else last
+
+
+def sequence_lag(conn: psycopg.Connection, table: str, column: str, default: str | None,
+                 schema: str | None = None) -> tuple[str, int, int] | None:
+    """(sequence, its next value, the column's largest value) when the sequence ``column``'s
+    ``default`` draws from would hand out a value already in use (after a bulk restore
+    without setval every insert collides: a unique violation, HTTP 409); else None.
+    ``schema`` None: names resolve through the connection's search_path."""
+    parts = default_sequence(default)
+    if parts is None:
+        return None
+    upcoming = sequence_next(conn, parts if len(parts) > 1 or schema is None else (schema, *parts))
+    if upcoming is None:
+        return None  # a missing sequence shows up when the server inserts
+    where = sql.Identifier(schema, table) if schema else sql.Identifier(table)
+    (largest,) = conn.execute(sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(column), where)).fetchone()
+    if largest is None or upcoming > largest:
+        return None
+    return ".".join(parts), upcoming, largest
+
+
 def _read_sequence_lag(conn: psycopg.Connection, live: LiveSchema) -> None:
-    """Find sequences behind their column (after a bulk restore without setval): every
-    insert would then collide with an existing row (unique violation, HTTP 409)."""
     for table_name, table in live.tables.items():
         for column_name, column in table.columns.items():
-            match = _NEXTVAL.search(column.default or "")
-            if not match:
-                continue
-            sequence = match.group(1)
-            try:
-                last, called = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(
-                    sql.SQL(".").join(sql.Identifier(p.strip('"')) for p in _qualified(sequence, live.schema))
-                )).fetchone()
-                (largest,) = conn.execute(sql.SQL("SELECT max({}) FROM {}.{}").format(
-                    sql.Identifier(column_name), sql.Identifier(live.schema), sql.Identifier(table_name))).fetchone()
-            except psycopg.Error:
-                continue  # a missing sequence shows up when the server inserts; nothing to add here
-            upcoming = last + 1 if called else last
-            if largest is not None and upcoming <= largest:
-                live.sequence_lag[f"{table_name}.{column_name}"] = (sequence, upcoming, largest)
+            lag = sequence_lag(conn, table_name, column_name, column.default, live.schema)
+            if lag:
+                live.sequence_lag[f"{table_name}.{column_name}"] = lag
 
 
-def _qualified(sequence: str, schema: str) -> list[str]:
-    return sequence.split(".") if "." in sequence else [schema, sequence]
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

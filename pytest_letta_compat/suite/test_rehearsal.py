@@ -8,21 +8,17 @@ import warnings
 
 import pytest
 
+from pytest_letta_compat.operations.rehearse import path_problems
+
 pytestmark = pytest.mark.letta_check("upgrade")
-
-
-def _problems(path: dict) -> list[str]:
-    from pytest_letta_compat.operations.rehearse import _problems as problems
-
-    return problems(path)
 
 
 def test_every_agent_comes_through_the_letta_compat_path(letta_rehearsal, letta_rehearsal_entry):
     path = letta_rehearsal.path("letta-compat")
     image = letta_rehearsal.path("image")
-    for line in _problems(image):
+    for line in path_problems(image):
         warnings.warn(f"{letta_rehearsal_entry.id}: a plain tag bump (the image path): {line}", stacklevel=1)
-    problems = _problems(path)
+    problems = path_problems(path)
     assert path["verdict"] == "intact", (
         f"{letta_rehearsal_entry.dump} -> Letta {letta_rehearsal_entry.to_version}: {path['verdict']}\n  "
         + "\n  ".join(problems))

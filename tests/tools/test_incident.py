@@ -65,8 +65,8 @@ def test_half_migrated_database_is_not_ready_for_0_16_2(half_migrated, letta_pos
     lines = result.stdout.splitlines()
     for column in INCIDENT_COLUMNS:
         assert f"  {column}: missing" in lines, result.stdout
-    assert f"  alembic revision: found {HALF_WAY} (the head of Letta 0.16.1), expected " \
-           f"{versions.server_release(NEW).alembic_head} (the head of Letta {NEW})" in lines
+    assert f"  alembic revision: found {HALF_WAY} (the schema of Letta 0.16.1), expected " \
+           f"{versions.server_release(NEW).alembic_head} (the schema of Letta {NEW})" in lines
     password = dsn.split(":")[2].split("@")[0]
     assert password not in result.stdout + result.stderr
 
@@ -152,5 +152,5 @@ def test_bad_input_is_one_line_without_traceback_or_password(case, tmp_path, let
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("letta-compat: error: ")
     assert "Traceback" not in result.stderr and password not in result.stderr
-    expected = "Cannot connect to the database" if case == "unreachable" else "'0.99.0' is not one this tool knows"
+    expected = "Cannot connect to the database" if case == "unreachable" else "'0.99.0' is not a Letta server release this tool knows"
     assert expected in result.stderr

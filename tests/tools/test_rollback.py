@@ -13,7 +13,7 @@ import pytest
 from pytest_letta_compat import versions
 from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.upgrade import UpgradeRequest, apply_upgrade
-from pytest_letta_compat.operations.plan import versions_at
+from pytest_letta_compat.versions import versions_at
 
 from pytest_letta_compat.suite.test_upgrade_inplace import agents_in, letta_compat, revision_of, seed_agents
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pytest_letta_compat.schema.compare import check_schema, diff_schemas, type_family
 from pytest_letta_compat.schema.expected import ExpectedSchema
-from pytest_letta_compat.schema.inspect import LiveColumn, LiveConstraint, LiveIndex, LiveSchema, LiveTable, shown_dsn
+from pytest_letta_compat.postgres.client import shown_dsn
+from pytest_letta_compat.schema.inspect import LiveColumn, LiveConstraint, LiveIndex, LiveSchema, LiveTable
 
 HEAD = "27de0f58e076"  # 0.16.2
 
@@ -68,8 +69,8 @@ def test_half_applied_upgrade_names_revision_tables_and_columns():
                    conversations=orm_table({"id": orm_column(nullable=False)}))
     report = check_schema(live(revision="39577145c45d", messages=messages_live()), orm)
     assert [str(p) for p in report.problems] == [
-        "alembic revision: found 39577145c45d (the head of Letta 0.16.1), "
-        "expected 27de0f58e076 (the head of Letta 0.16.2)",
+        "alembic revision: found 39577145c45d (the schema of Letta 0.16.1), "
+        "expected 27de0f58e076 (the schema of Letta 0.16.2)",
         "conversations: missing table",
         "messages.conversation_id: missing",
     ]

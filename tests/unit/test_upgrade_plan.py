@@ -4,14 +4,15 @@ it tells the operator when the inputs do not fit. Uses Letta's real migration sc
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, strategies as st
 
 from pytest_letta_compat import versions
 from pytest_letta_compat.cache import cache_root
 from pytest_letta_compat.errors import LettaCompatError
 from pytest_letta_compat.provision.install import ensure_migration_scripts
-from pytest_letta_compat.operations.fixups import _NEXTVAL
-from pytest_letta_compat.operations.plan import (RevisionGraph, check_server_version, describe_revision,
-                                                plan_upgrade, versions_at)
+from pytest_letta_compat.operations.plan import RevisionGraph, check_server_version, plan_upgrade
+from pytest_letta_compat.schema.inspect import default_sequence, qualified_name
+from pytest_letta_compat.versions import describe_revision, versions_at
 
 HEAD_0113 = versions.server_release("0.11.3").alembic_head
 HEAD_0162 = versions.server_release("0.16.2").alembic_head
@@ -95,10 +96,21 @@ def test_graph_reads_both_assignment_styles_and_merge_revisions(tmp_path):
 
 
 @pytest.mark.parametrize(("default", "sequence"), [
-    ("nextval('message_seq_id'::regclass)", "message_seq_id"),
-    ("nextval('letta.message_seq_id'::regclass)", "message_seq_id"),
-    ("nextval('\"letta\".\"message_seq_id\"'::regclass)", "message_seq_id"),
-    ("nextval('messages_sequence_id_seq'::regclass)", "messages_sequence_id_seq"),  # the incident's hand fix
+    ("nextval('message_seq_id'::regclass)", ("message_seq_id",)),
+    ("nextval('letta.message_seq_id'::regclass)", ("letta", "message_seq_id")),
+    ("nextval('\"letta\".\"message_seq_id\"'::regclass)", ("letta", "message_seq_id")),
+    ("nextval('messages_sequence_id_seq'::regclass)", ("messages_sequence_id_seq",)),  # the incident's hand fix
+    ("NULL::integer", None),
+    (None, None),
 ])
 def test_fixup_recognises_the_sequence_behind_a_default(default, sequence):
-    assert _NEXTVAL.search(default).group(1) == sequence
+    assert default_sequence(default) == sequence
+
+
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1),
+                min_size=1, max_size=2))
+def test_any_sequence_name_reads_back_from_the_default_postgresql_prints(parts):
+    """One parser for schema inspection and the fix-ups: quoted names with dots, quotes and
+    apostrophes come back exactly (pg_get_expr doubles the apostrophes inside the literal)."""
+    literal = qualified_name(tuple(parts)).replace("'", "''")
+    assert default_sequence(f"nextval('{literal}'::regclass)") == tuple(parts)

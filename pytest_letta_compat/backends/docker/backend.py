@@ -8,101 +8,23 @@ is labelled (see containers.py) and removed at session end.
 from __future__ import annotations
 
 import atexit
-import itertools
 import os
 import secrets
-import threading
 import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-import psycopg
-
-from . import images as docker_images
-
 from ... import versions
-from ...cache import locked
 from ...errors import ProvisioningError, register_secret
 from ...matrix.model import PostgresSpec
-from ...provision.procs import wait_until
-from .. import LettaBackend, LettaStack
+from ..base import LettaBackend, LettaStack
+from . import images as docker_images
 from . import relay as tcp_relay
-from ...postgres.cluster import PostgresCluster
-from .containers import (ContainerLog, ContainerPostgres, docker_client, docker_modules, host_port,
-                         labelled_container, remove_labelled, session_labels)
-
-LETTA_PORT = 8283
-
-
-class DockerStack(LettaStack):
-    """A Letta server container on the session's network."""
-
-    def __init__(self, *, version: str, image: str, database: str, password: str | None, dsn: str,
-                 container, log: ContainerLog, postgres: PostgresCluster | None = None):
-        self.version, self.image, self.database, self.password = version, image, database, password
-        self.container = container
-        self._dsn = dsn
-        self._postgres = postgres
-        self._log = log
-        self.log_path = log.path
-        self.port = host_port(container, LETTA_PORT)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.started_in: float | None = None
-
-    @property
-    def dsn(self) -> str:
-        return self._dsn
-
-    @property
-    def pid(self) -> int | None:
-        """The server's process id on the host (the container's first process), as for
-        native stacks: killing it kills the container."""
-        try:
-            self.container.reload()
-        except Exception:  # noqa: BLE001 - removed
-            return None
-        return self.container.attrs["State"].get("Pid") or None
-
-    def connect(self) -> psycopg.Connection:
-        return psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
-
-    def log_tail(self, lines: int = 200) -> str:
-        return self._log.tail(lines)
-
-    def running(self) -> bool:
-        try:
-            self.container.reload()
-        except Exception:  # noqa: BLE001 - removed
-            return False
-        return self.container.status == "running"
-
-    def wait_healthy(self, timeout: float) -> float:
-        def healthy() -> bool:
-            if not self.running():
-                code = self.container.attrs.get("State", {}).get("ExitCode")
-                raise ProvisioningError(
-                    f"The Letta {self.version} container ({self.image}) exited with code {code} before it "
-                    f"became healthy. Last lines of its log ({self.log_path}):\n{self.log_tail(40)}")
-            return httpx.get(f"{self.url}/v1/health/", timeout=5).status_code == 200
-
-        try:
-            self.started_in = wait_until(f"Letta {self.version} ({self.image}) to report healthy on "
-                                         f"{self.url}/v1/health/", healthy, timeout=timeout, interval=0.5)
-        except ProvisioningError as exc:
-            if "exited with code" in str(exc):
-                raise
-            raise ProvisioningError(f"{exc} Last lines of its log ({self.log_path}):\n{self.log_tail(40)}") from None
-        return self.started_in
-
-    def stop(self) -> None:
-        try:
-            self.container.stop(timeout=20)
-            self.container.remove(force=True, v=True)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-        self._log.join()
+from .compose_stack import ComposeProject
+from .containers import (ContainerLog, ContainerPostgres, docker_client, docker_modules, labelled_container,
+                         remove_labelled, session_labels)
+from .stack import LETTA_PORT, DockerStack
 
 
 class DockerBackend(LettaBackend):
@@ -112,28 +34,20 @@ class DockerBackend(LettaBackend):
                  llm_env: dict[str, str] | None = None, start_timeout: float = 300,
                  redis_binary: str | None = None, compose: str | os.PathLike | None = None):
         del redis_binary  # each Letta container runs its image's own Redis, as the official one does
-        self.postgres_spec = postgres or PostgresSpec()
-        self.cache = Path(cache)
-        self.workdir = Path(workdir) if workdir else Path(os.environ.get("TMPDIR", "/tmp")) / f"letta-compat-docker-{os.getpid()}"
-        self.llm_env = dict(llm_env or {})
-        self.start_timeout = start_timeout
+        super().__init__(postgres=postgres, cache=cache, llm_env=llm_env, start_timeout=start_timeout,
+                         workdir=Path(workdir) if workdir else
+                         Path(os.environ.get("TMPDIR", "/tmp")) / f"letta-compat-docker-{os.getpid()}")
         self.compose_path = Path(compose) if compose else None
         self.session = uuid.uuid4().hex[:12]
         self.labels = session_labels(self.session)
         self.client = None
         self.network = None
         self.postgres: ContainerPostgres | None = None
-        self.compose = None
-        self.stacks: list[LettaStack] = []
-        self.timings: dict[str, float] = {}
+        self.compose: ComposeProject | None = None
         self.images: dict[str, str] = {}  # wanted image -> the local image used for it
-        self.first_healthy_at: float | None = None
         self._relays: list[tcp_relay.TcpRelay] = []
         self._loopback_ports: dict[int, tuple[str, int]] = {}  # host loopback port -> (relay host, port)
         self._container_llm_env: dict[str, str] = {}
-        self._templates: dict[str, str] = {}
-        self._lock = threading.RLock()
-        self._counter = itertools.count(1)
         self._stopped = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -155,8 +69,6 @@ class DockerBackend(LettaBackend):
         self.postgres.start()
         self.timings["postgres_start"] = self.postgres.started_in
         if self.compose_path is not None:
-            from .compose_stack import ComposeProject
-
             self.compose = ComposeProject(self)
         return self
 
@@ -179,8 +91,6 @@ class DockerBackend(LettaBackend):
                 pass
         remove_labelled(self.client, session=self.session)
 
-    cleanup = stop
-
     def resolve(self, wanted: str, standin: str | None, key: str) -> str:
         """The local image to run for ``wanted`` (see docker_images.resolve_image)."""
         if wanted not in self.images:
@@ -188,9 +98,7 @@ class DockerBackend(LettaBackend):
         return self.images[wanted]
 
     def letta_image(self, version: str) -> str:
-        if versions.server_release(version) is None:
-            raise ProvisioningError(f"Letta server version {version!r} is not one this plugin knows. Allowed: "
-                                    + ", ".join(versions.known_server_versions()) + ".")
+        versions.require_server_release(version, error=ProvisioningError)
         return self.resolve(docker_images.official_letta(version), docker_images.local_letta(version),
                             f"Letta {version}")
 
@@ -233,60 +141,25 @@ class DockerBackend(LettaBackend):
             container.exec_run(["sh", "-c", 'exec "$(command -v python3 || command -v python)" -c "$0" "$@"',
                                 source, "127.0.0.1", str(loopback_port), host, str(port)], detach=True)
 
-    def _need_postgres(self) -> ContainerPostgres:
+    # -- databases -------------------------------------------------------------------------
+    def database_server(self) -> ContainerPostgres:
         if self.postgres is None:
             raise ProvisioningError("The docker backend's PostgreSQL is not running (start() first).")
         return self.postgres
 
-    # -- databases -------------------------------------------------------------------------
-    def dsn(self, database: str) -> str:
-        return self._need_postgres().dsn(database)
-
-    def connect(self, database: str) -> psycopg.Connection:
-        return self._need_postgres().connect(database)
-
-    def create_database(self, name: str, *, version: str | None = None) -> str:
-        template = self.template(version) if version else None
-        return self._need_postgres().create_database(name, template=template)
-
-    def drop_database(self, name: str) -> None:
-        self._need_postgres().drop_database(name)
-
-    def template(self, version: str) -> str:
-        """A template database at ``version``'s head, migrated once per session by the
-        version's image (or restored from the dump an earlier run cached for that image)."""
-        with self._lock:
-            if version not in self._templates:
-                pg = self._need_postgres()
-                image = self.letta_image(version)
-                name = "tmpl_" + version.replace(".", "_")
-                image_id = self.client.images.get(image).id.split(":")[-1][:16]
-                dump = self.cache / "templates" / "docker" / f"{version}-{image_id}-{pg.image.replace('/', '_')}.dump"
-                started = time.monotonic()
-                if dump.exists():
-                    pg.restore_database(name, dump)
-                    self.timings[f"template_{version}"] = time.monotonic() - started
-                else:
-                    pg.create_database(name)
-                    self.timings[f"migrate_{version}"] = self._run_migration(image, name)
-                    with locked(dump):
-                        partial = dump.with_suffix(f".{os.getpid()}.partial")
-                        dump.parent.mkdir(parents=True, exist_ok=True)
-                        pg.dump_database(name, partial)
-                        partial.replace(dump)
-                pg.mark_template(name)
-                self._templates[version] = name
-            return self._templates[version]
+    def template_dump(self, version: str) -> Path:
+        """Keyed by the image that migrated it and the PostgreSQL image it lives in."""
+        image_id = self.client.images.get(self.letta_image(version)).id.split(":")[-1][:16]
+        pg_image = self.database_server().image.replace("/", "_")
+        return self.cache / "templates" / "docker" / f"{version}-{image_id}-{pg_image}.dump"
 
     def migrate(self, database: str, version: str) -> float:
-        return self._run_migration(self.letta_image(version), database)
-
-    def _run_migration(self, image: str, database: str) -> float:
         """The image's own start-up migration step, in a one-off container."""
+        image = self.letta_image(version)
         entrypoint = docker_images.migrate_entrypoint(self.client, image)
         log_path = self.workdir / f"migrate-{database}.log"
         tc = labelled_container(image, labels=self.labels, network=self.network, entrypoint=entrypoint,
-                        env={"LETTA_PG_URI": self._need_postgres().network_dsn(database)})
+                        env={"LETTA_PG_URI": self.database_server().network_dsn(database)})
         started = time.monotonic()
         tc.start()
         container = tc.get_wrapped_container()
@@ -306,9 +179,6 @@ class DockerBackend(LettaBackend):
                                     f"{database}. Last lines of its log ({log_path}):\n{log.tail(25)}")
         return time.monotonic() - started
 
-    def unique_name(self, version: str) -> str:
-        return f"letta_{version.replace('.', '_')}_{next(self._counter)}"
-
     # -- servers ---------------------------------------------------------------------------
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
                      password: str | None = None) -> LettaStack:
@@ -321,7 +191,7 @@ class DockerBackend(LettaBackend):
         secure = secure or password is not None
         password = password or (secrets.token_urlsafe(18) if secure else None)
         register_secret(password)
-        pg = self._need_postgres()
+        pg = self.database_server()
         env = {"LETTA_PG_URI": pg.network_dsn(database), **self.container_env()}
         if secure:
             env.update(SECURE="true", LETTA_SERVER_PASSWORD=password)
@@ -333,14 +203,5 @@ class DockerBackend(LettaBackend):
         self.start_loopback_forwarders(container)
         log = ContainerLog(container, self.workdir / f"{database}-{n}" / "letta-server.log")
         stack = DockerStack(version=version, image=image, database=database, password=password,
-                            dsn=pg.dsn(database), container=container, log=log, postgres=pg)
-        with self._lock:
-            self.stacks.append(stack)
-        try:
-            stack.wait_healthy(self.start_timeout)
-        except BaseException:
-            stack.stop()
-            raise
-        if self.first_healthy_at is None:
-            self.first_healthy_at = time.monotonic()
-        return stack
+                            dsn=pg.dsn(database), container=container, log=log)
+        return self.track(stack, lambda: stack.wait_healthy(self.start_timeout))

@@ -3,12 +3,16 @@
 The suite runs a copy of the file (compose.suite_copy) as its own compose project: the
 operator's images, environment, init scripts and depends_on, but ephemeral loopback ports,
 throwaway data volumes and our labels, so it never touches their running stack or data.
-Docker Compose is called directly (``docker compose`` or ``docker-compose``): pytest-docker
-only runs inside a pytest session, and the CI gate runs this without pytest.
+Docker Compose is called directly (``docker compose`` or ``docker-compose``), with a timeout,
+its output masked into compose.log. pytest-docker is not used: its helpers live in a module
+that imports pytest (this layer does not), and its fixtures' global names
+(``docker_compose_file``, ``docker_services``) belong to the operator's own conftest, which
+may point them at their real stack; ours must never run that file unisolated.
 """
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import warnings
@@ -16,13 +20,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from ...matrix import compose_file as compose
-
-from . import images as docker_images
 from ...errors import ProvisioningError, redact, register_secret
-from .. import LettaStack
+from ...matrix import compose_file as compose
+from ..base import LettaStack
+from . import images as docker_images
 from .containers import ContainerLog, host_port
-from .backend import LETTA_PORT, DockerStack
+from .stack import LETTA_PORT, DockerStack
 
 
 def compose_command() -> list[str]:
@@ -109,8 +112,6 @@ class ComposeProject:
         db_service, db_port = self._database_service()
         letta_env = self.backend.container_env()
         if self.secure and not self.password:  # the server would make up one we cannot know
-            import secrets
-
             self.password = secrets.token_urlsafe(18)
             register_secret(self.password)
             letta_env["LETTA_SERVER_PASSWORD"] = self.password

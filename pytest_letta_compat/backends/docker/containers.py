@@ -21,7 +21,6 @@ from pathlib import Path
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
 
 from ...errors import ProvisioningError, redact, register_secret  # noqa: E402
 from ...postgres.cluster import PostgresCluster  # noqa: E402
@@ -216,9 +215,7 @@ class ContainerPostgres(PostgresCluster):
             if "stopped during start" in str(exc):
                 raise
             raise ProvisioningError(f"{exc} Last lines of its log:\n{self._log.tail(30)}") from None
-        with self.connect("postgres", admin=True) as conn:
-            conn.execute(sql.SQL("CREATE ROLE letta LOGIN SUPERUSER PASSWORD {}").format(
-                sql.Literal(self.letta_password)))
+        self.create_letta_role()
         self.started_in = time.monotonic() - started
         return self
 
@@ -243,11 +240,7 @@ class ContainerPostgres(PostgresCluster):
     def dump_database(self, name: str, target: Path) -> None:
         target.write_bytes(self._exec(["pg_dump", "-Fc", "-d", name], f"pg_dump of {name}"))
 
-    def restore_database(self, name: str, dump: Path) -> str:
-        ident = sql.Identifier(name)
-        with self.connect("postgres", admin=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 OWNER letta").format(ident))
-            conn.execute(sql.SQL("ALTER DATABASE {} SET search_path TO letta").format(ident))
+    def load_archive(self, name: str, dump: Path) -> None:
         archive = io.BytesIO()
         with tarfile.open(fileobj=archive, mode="w") as tar:
             info = tarfile.TarInfo(f"{name}.dump")
@@ -257,9 +250,6 @@ class ContainerPostgres(PostgresCluster):
         self.container.put_archive("/tmp", archive.getvalue())
         self._exec(["pg_restore", "--no-owner", "--role=letta", "--exit-on-error", "-d", name, f"/tmp/{name}.dump"],
                    f"pg_restore of {name}")
-        with self.connect(name) as conn:
-            conn.execute("DROP SCHEMA IF EXISTS public CASCADE")
-        return self.dsn(name)
 
     def stop(self) -> None:
         if self.container is not None:

@@ -192,10 +192,7 @@ def build_pgvector(client, base: str, workdir: Path, progress: Callable[[str], N
 
 def build_letta(client, version: str, base: str, cache: Path, workdir: Path,
                 progress: Callable[[str], None]) -> float:
-    release = versions.server_release(version)
-    if release is None:
-        raise ProvisioningError(f"--server {version}: not a Letta release this tool knows. Allowed: "
-                                + ", ".join(versions.known_server_versions()) + ".")
+    release = versions.require_server_release(version, "--server", ProvisioningError)
     migrator = versions.server_release(versions.MIGRATIONS_SOURCE)
     context = Path(tempfile.mkdtemp(prefix="letta-compat-lettactx-", dir=workdir))
     try:

@@ -1,0 +1,176 @@
+"""The whole interface of "a running Letta stack" and of the backends that start them, with
+what every backend shares: the template-database cache, database plumbing, bookkeeping.
+
+A backend owns one PostgreSQL+pgvector (``database_server()``: the native cluster or its
+container twin, both ``postgres.cluster.PostgresCluster``) and every server it started. The
+plugin and the CLI use only what is declared here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from .. import versions
+from ..cache import locked
+from ..errors import ProvisioningError
+from ..matrix.model import PostgresSpec
+from ..postgres.cluster import PostgresCluster
+
+
+class LettaStack(ABC):
+    """A running Letta server with its PostgreSQL database (and Redis beside it)."""
+
+    version: str
+    url: str
+    database: str  # name of the database the server uses
+    password: str | None
+    log_path: Path
+    started_in: float | None  # seconds from process start to healthy
+    pid: int | None  # the server's process id on this host (killing it kills the server)
+
+    @property
+    @abstractmethod
+    def dsn(self) -> str:
+        """Letta's DSN for its database (holds a password: never print it)."""
+
+    @abstractmethod
+    def connect(self) -> psycopg.Connection:
+        """An autocommit connection to the server's database."""
+
+    @abstractmethod
+    def log_tail(self, lines: int = 200) -> str:
+        """The last lines of the server's log, secrets masked."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the server (the database stays)."""
+
+    @abstractmethod
+    def running(self) -> bool: ...
+
+    def client(self, **kwargs) -> httpx.Client:
+        """An httpx client bound to the server, authenticated when it runs in secure mode."""
+        kwargs.setdefault("timeout", 120)
+        auth = {"Authorization": f"Bearer {self.password}"} if self.password else {}
+        return httpx.Client(base_url=self.url, headers={**auth, **kwargs.pop("headers", {})}, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} Letta {self.version} at {self.url}>"
+
+
+class LettaBackend(ABC):
+    """Starts PostgreSQL and Letta servers; owns every database and server it made."""
+
+    name: str
+
+    def __init__(self, *, postgres: PostgresSpec | None, cache: Path, workdir: Path, llm_env: dict[str, str] | None,
+                 start_timeout: float):
+        self.postgres_spec = postgres or PostgresSpec()
+        self.cache = Path(cache)  # installs, migration scripts and template dumps, shared by runs
+        self.workdir = Path(workdir)  # logs and server directories of this session
+        self.llm_env = dict(llm_env or {})
+        self.start_timeout = start_timeout
+        self.stacks: list[LettaStack] = []  # every server started, in order
+        self.timings: dict[str, float] = {}  # postgres_start, install_<v>, migrate_<v>, template_<v>
+        self.first_healthy_at: float | None = None  # time.monotonic() of the first healthy server
+        self._templates: dict[str, str] = {}
+        self._lock = threading.RLock()
+        self._counter = itertools.count(1)
+
+    # -- what each backend does its own way ---------------------------------------------------
+    @abstractmethod
+    def start(self) -> "LettaBackend": ...
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop every server, then PostgreSQL."""
+
+    @abstractmethod
+    def database_server(self) -> PostgresCluster:
+        """The running PostgreSQL (ProvisioningError before ``start()``)."""
+
+    @abstractmethod
+    def template_dump(self, version: str) -> Path:
+        """Where the ``pg_dump`` of ``version``'s template is cached, named by everything
+        that shapes it (so a changed image or migration source never reuses a stale one)."""
+
+    @abstractmethod
+    def migrate(self, database: str, version: str) -> float:
+        """Upgrade ``database`` in place to ``version``'s alembic head; returns seconds."""
+
+    @abstractmethod
+    def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
+                     password: str | None = None) -> LettaStack:
+        """Start Letta ``version`` on ``database`` (default: a fresh copy of its template)."""
+
+    def cleanup(self) -> None:
+        """``stop()``, and remove what the session left on disk."""
+        self.stop()
+
+    # -- databases ---------------------------------------------------------------------------
+    def dsn(self, database: str) -> str:
+        return self.database_server().dsn(database)
+
+    def connect(self, database: str) -> psycopg.Connection:
+        return self.database_server().connect(database)
+
+    def create_database(self, name: str, *, version: str | None = None) -> str:
+        """A new database; with ``version``, a copy of that version's migrated template.
+        Without it, an empty database laid out as Letta's init.sql does. Returns its DSN."""
+        template = self.template(version) if version else None
+        return self.database_server().create_database(name, template=template)
+
+    def drop_database(self, name: str) -> None:
+        self.database_server().drop_database(name)
+
+    def unique_name(self, version: str) -> str:
+        return f"letta_{version.replace('.', '_')}_{next(self._counter)}"
+
+    def template(self, version: str) -> str:
+        """The name of a template database at ``version``'s alembic head, built once per
+        session: restored from the dump an earlier run cached, or migrated and dumped."""
+        with self._lock:
+            if version not in self._templates:
+                versions.require_server_release(version, error=ProvisioningError)
+                server = self.database_server()
+                name = "tmpl_" + version.replace(".", "_")
+                dump = self.template_dump(version)
+                started = time.monotonic()
+                if dump.exists():
+                    server.restore_database(name, dump)
+                    self.timings[f"template_{version}"] = time.monotonic() - started
+                else:
+                    server.create_database(name)
+                    self.timings[f"migrate_{version}"] = self.migrate(name, version)
+                    with locked(dump):
+                        partial = dump.with_suffix(f".{os.getpid()}.partial")
+                        dump.parent.mkdir(parents=True, exist_ok=True)
+                        server.dump_database(name, partial)
+                        partial.replace(dump)  # atomic: readers never see half a dump
+                server.mark_template(name)
+                self._templates[version] = name
+            return self._templates[version]
+
+    # -- servers -----------------------------------------------------------------------------
+    def track(self, stack: LettaStack, wait_healthy: Callable[[], object]) -> LettaStack:
+        """Own ``stack`` (stopped with the backend), wait until it is healthy, and note the
+        session's first healthy server; a stack that never gets healthy is stopped."""
+        with self._lock:
+            self.stacks.append(stack)
+        try:
+            wait_healthy()
+        except BaseException:
+            stack.stop()
+            raise
+        if self.first_healthy_at is None:
+            self.first_healthy_at = time.monotonic()
+        return stack

@@ -15,6 +15,8 @@ from typing import Iterator
 import platformdirs
 from filelock import FileLock
 
+from .errors import LettaCompatError
+
 ENV_VAR = "LETTA_COMPAT_CACHE"
 
 
@@ -26,7 +28,16 @@ def cache_root(explicit: str | os.PathLike | None = None) -> Path:
     else:  # ~/.cache/pytest-letta-compat on Linux ($XDG_CACHE_HOME), ~/Library/Caches/... on macOS
         root = Path(platformdirs.user_cache_dir("pytest-letta-compat", appauthor=False))
     root = root.expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LettaCompatError(
+            f"The cache directory {root} cannot be created ({exc.strerror or exc}). Give a writable directory "
+            f"with --cache-dir / --letta-cache-dir or ${ENV_VAR} (default ~/.cache/pytest-letta-compat).") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise LettaCompatError(
+            f"The cache directory {root} is not writable by this user. Give a writable directory with "
+            f"--cache-dir / --letta-cache-dir or ${ENV_VAR} (default ~/.cache/pytest-letta-compat).")
     return root
 
 

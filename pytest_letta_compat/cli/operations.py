@@ -24,7 +24,8 @@ def _api_key(args: argparse.Namespace) -> str | None:
 def cmd_backup(args: argparse.Namespace) -> int:
     from ..operations.backup import backup
 
-    manifest = backup(args.url, Path(args.out), api_key=_api_key(args), dsn=args.dsn)
+    dsn = args.dsn or os.environ.get("LETTA_PG_URI") or None
+    manifest = backup(args.url, Path(args.out), api_key=_api_key(args), dsn=dsn)
     print(f"backup of {len(manifest.agents)} agents written to {args.out} and read back: complete")
     return 0
 
@@ -52,20 +53,29 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from ..operations.agentfile import convert_legacy
+    from ..operations.agentfile import AgentFileError, check_history, convert_legacy
+    from ..paths import output_file
+
+    output = output_file(args.output, "OUT", "Give a path for the new agent file in a writable directory.")
 
     def load(path: str):
         try:
             return json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise LettaCompatError(f"Cannot read {path} as JSON: {exc}") from exc
+        except OSError as exc:
+            raise LettaCompatError(f"Cannot read {path}: {exc.strerror or type(exc).__name__}.") from None
+        except ValueError as exc:  # the position only: the text of the file may hold secrets
+            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise LettaCompatError(f"{path} is not JSON{where}: give an agent export (.json/.af).") from None
 
-    history = load(args.history) if args.history else None
     try:
+        history = check_history(load(args.history), f"--history {args.history}") if args.history else None
         converted = convert_legacy(load(args.input), history)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise LettaCompatError(f"{args.input} cannot be converted: {exc}") from exc
-    Path(args.output).write_text(json.dumps(converted, indent=1, ensure_ascii=False), encoding="utf-8")
+    except AgentFileError as exc:
+        raise LettaCompatError(f"{args.input} cannot be converted: {exc}") from None
+    try:
+        output.write_text(json.dumps(converted, indent=1, ensure_ascii=False), encoding="utf-8")
+    except OSError as exc:
+        raise LettaCompatError(f"OUT {output}: cannot be written ({exc.strerror or type(exc).__name__}).") from None
     agent = converted["agents"][0]
     print(f"{args.output}: agent file of {agent['name']!r} with {len(agent['messages'])} messages, "
           f"{len(converted['blocks'])} blocks, {len(converted['tools'])} tools")

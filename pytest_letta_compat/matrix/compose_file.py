@@ -64,18 +64,45 @@ class ImageRef:
 _VARIABLE = re.compile(r"\$(?:\$|\{(?P<braced>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
 
 
+_DOUBLE_QUOTED_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$"}
+
+
+def _dotenv_value(raw: str) -> str:
+    """One value as Compose's dotenv reader takes it: 'single' literal, "double" with
+    escapes, unquoted up to an inline comment (` #`, after whitespace) and trimmed."""
+    raw = raw.strip()
+    if raw[:1] == "'":
+        end = raw.find("'", 1)
+        return raw[1:end] if end > 0 else raw[1:]
+    if raw[:1] == '"':
+        out, i = [], 1
+        while i < len(raw) and raw[i] != '"':
+            if raw[i] == "\\" and i + 1 < len(raw):
+                out.append(_DOUBLE_QUOTED_ESCAPES.get(raw[i + 1], "\\" + raw[i + 1]))
+                i += 2
+            else:
+                out.append(raw[i])
+                i += 1
+        return "".join(out)
+    return re.split(r"\s#", raw, maxsplit=1)[0].strip()
+
+
 def _env_file(file: Path) -> dict[str, str]:
     """KEY=VALUE lines of an env file (.env or a service's env_file); missing means empty."""
     values: dict[str, str] = {}
     try:
-        lines = file.read_text().splitlines()
-    except OSError:
+        lines = file.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
         return values
+    except OSError as exc:
+        raise ComposeError(f"{file}: the env file cannot be read ({exc.strerror or exc}).") from None
+    except UnicodeDecodeError:
+        raise ComposeError(f"{file}: the env file is not UTF-8 text; Compose reads KEY=VALUE lines.") from None
     for line in lines:
         line = line.strip()
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
-            values[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+            values[key.strip().removeprefix("export ").strip()] = _dotenv_value(value)
     return values
 
 
@@ -109,31 +136,119 @@ def _interpolate(value: Any, env: dict[str, str], path: Path) -> Any:
     return _VARIABLE.sub(substitute, value)
 
 
-def load(compose_path: str | os.PathLike) -> dict:
-    """The compose file with variables substituted as Docker Compose would (environment
-    first, then the .env file beside it)."""
-    path = Path(compose_path)
+# `docker compose` run beside a file of a default name also merges the first override file it finds
+_DEFAULT_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+_OVERRIDES = ("compose.override.yaml", "compose.override.yml", "docker-compose.override.yaml",
+              "docker-compose.override.yml")
+OVERRIDE_NAMES = {name: _OVERRIDES for name in _DEFAULT_NAMES}
+_MAPPING_KEYS = {"environment", "labels", "annotations", "sysctls", "args"}  # list or mapping: merged by key
+_REPLACED_KEYS = {"command", "entrypoint", "test"}  # sequences an override replaces whole
+
+
+def override_file(path: Path) -> Path | None:
+    """The override file Compose merges into ``path`` (``docker-compose.override.yml`` beside a
+    ``docker-compose.yml``, and the like), or None."""
+    if path.name not in OVERRIDE_NAMES:
+        return None
+    return next((path.parent / n for n in OVERRIDE_NAMES[path.name] if (path.parent / n).is_file()), None)
+
+
+def _merge(base: Any, over: Any, key: Any = None) -> Any:
+    """Compose's merge of an override into a file: mappings recursively, KEY=VALUE lists by
+    key, command/entrypoint replaced, other sequences appended (without repeats)."""
+    if key in _MAPPING_KEYS and isinstance(base, (dict, list)) and isinstance(over, (dict, list)):
+        return {**_as_dict(base, key), **_as_dict(over, key)}
+    if isinstance(base, dict) and isinstance(over, dict):
+        return {**base, **{k: _merge(base[k], v, k) if k in base else v for k, v in over.items()}}
+    if isinstance(base, list) and isinstance(over, list) and key not in _REPLACED_KEYS:
+        return base + [v for v in over if v not in base]
+    return over
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        doc = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ComposeError(f"{path}: the compose file cannot be read ({exc.strerror or exc}). Give the path "
                            "of your docker-compose.yml.") from None
-    except yaml.YAMLError as exc:
-        raise ComposeError(f"{path}: not valid YAML: {' '.join(str(exc).split())}.") from None
+    except UnicodeDecodeError:
+        raise ComposeError(f"{path}: not a text file (not UTF-8); give the path of your docker-compose.yml.") from None
+    except yaml.YAMLError as exc:  # where, and what: never the line itself (it may hold a password)
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ComposeError(f"{path}: not valid YAML{where}: {problem}.") from None
+    except RecursionError:
+        raise ComposeError(f"{path}: nested too deeply to be a Docker Compose file.") from None
+
+
+def _check_shape(doc: dict, path: Path | str) -> dict:
+    """The parts of a compose document we read, shaped as the Compose spec says (Compose
+    refuses the rest too): one ComposeError naming the key otherwise."""
+    def bad(key: str, allowed: str) -> ComposeError:
+        return ComposeError(f"{path}: `{key}` must be {allowed} (the Compose file format).")
+
+    for name, svc in doc["services"].items():
+        where = f"services.{name}"
+        if not isinstance(svc, dict):
+            raise bad(where, "a mapping")
+        for key in ("ports", "volumes"):
+            if svc.get(key) is not None and not isinstance(svc[key], list):
+                raise bad(f"{where}.{key}", "a list")
+        for entry in svc.get("ports") or []:
+            if isinstance(entry, dict) and "target" not in entry:
+                raise bad(f"{where}.ports", "a list of `HOST:CONTAINER` strings or mappings with `target`")
+        for entry in svc.get("volumes") or []:
+            if isinstance(entry, dict) and "target" not in entry:
+                raise bad(f"{where}.volumes", "a list of `SOURCE:TARGET` strings or mappings with `target`")
+        for key in ("environment", "labels"):
+            if svc.get(key) is not None and not isinstance(svc[key], (dict, list)):
+                raise bad(f"{where}.{key}", "a mapping or a list of KEY=VALUE strings")
+        env_file = svc.get("env_file")
+        if env_file is not None and not isinstance(env_file, (str, list, dict)):
+            raise bad(f"{where}.env_file", "a path or a list of paths")
+        if svc.get("image") is not None and not isinstance(svc["image"], str):
+            raise bad(f"{where}.image", "an image reference such as letta/letta:0.16.2")
+    for section in ("networks", "volumes"):
+        value = doc.get(section)
+        if value is not None and (not isinstance(value, dict)
+                                  or not all(v is None or isinstance(v, dict) for v in value.values())):
+            raise bad(section, "a mapping of names to mappings")
+    return doc
+
+
+def load(compose_path: str | os.PathLike) -> dict:
+    """The compose file with variables substituted as Docker Compose would (environment
+    first, then the .env file beside it), merged with its override file when Compose would."""
+    path = Path(compose_path)
+    doc = _read_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict) or not doc["services"]:
         raise ComposeError(f"{path}: no `services:` mapping; this is not a Docker Compose file.")
     env = {**_env_file(path.parent / ".env"), **os.environ}
-    return _interpolate(doc, env, path)
+    doc = _interpolate(doc, env, path)
+    override = override_file(path)
+    if override is not None:
+        extra = _read_yaml(override)
+        if extra is not None:
+            if not isinstance(extra, dict) or not isinstance(extra.get("services", {}), dict):
+                raise ComposeError(f"{override}: not a Docker Compose override file (Compose merges it into "
+                                   f"{path.name}): its top level and `services:` must be mappings.")
+            doc = _merge(doc, _interpolate(extra, env, override))
+            if not isinstance(doc.get("services"), dict):
+                raise ComposeError(f"{override}: its `services:` replaces the one of {path.name}; it must be a mapping.")
+    return _check_shape(doc, f"{path} (with {override.name} merged in)" if override else path)
 
 
-def _as_dict(value: Any) -> dict[str, str]:
+def _as_dict(value: Any, key: Any = "a mapping") -> dict[str, str]:
     """A compose mapping written either as a mapping or as a list of KEY=VALUE strings."""
     if isinstance(value, dict):
         return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    if value is not None and not isinstance(value, list):
+        raise ComposeError(f"`{key}` must be a mapping or a list of KEY=VALUE strings, not a {type(value).__name__}.")
     result = {}
     for item in value or []:
-        key, _, val = str(item).partition("=")
-        result[key] = val
+        k, _, val = str(item).partition("=")
+        result[k] = val
     return result
 
 
@@ -143,9 +258,11 @@ def service_environment(doc: dict, service: str, directory: Path) -> dict[str, s
     env: dict[str, str] = {}
     env_files = svc.get("env_file") or []
     for entry in [env_files] if isinstance(env_files, (str, dict)) else env_files:
-        file = entry["path"] if isinstance(entry, dict) else entry
+        file = entry.get("path") if isinstance(entry, dict) else entry
+        if not isinstance(file, str) or not file:
+            raise ComposeError(f"service `{service}`: each `env_file` must be a path (or a mapping with `path`).")
         env.update(_env_file(directory / file))
-    env.update(_as_dict(svc.get("environment")))
+    env.update(_as_dict(svc.get("environment"), f"services.{service}.environment"))
     return env
 
 
@@ -156,9 +273,9 @@ def letta_service(doc: dict, path: Path) -> tuple[str, str]:
     if not found:
         raise ComposeError(
             f"{path}: no service runs a Letta server image ({', '.join(LETTA_REPOSITORIES)}); services: "
-            f"{', '.join(doc['services'])}. The suite reads the Letta version to test from that image's tag.")
+            f"{', '.join(map(str, doc['services']))}. The suite reads the Letta version to test from that image's tag.")
     if len(found) > 1:
-        raise ComposeError(f"{path}: services {', '.join(n for n, _ in found)} all run a Letta server image; "
+        raise ComposeError(f"{path}: services {', '.join(str(n) for n, _ in found)} all run a Letta server image; "
                            "the suite tests one Letta server per compose file.")
     return found[0]
 
@@ -210,7 +327,9 @@ def check_pinned(compose_path: str | os.PathLike) -> tuple[str, str, str | None]
             if why:
                 problems.append(why)
     if problems:
-        raise UnpinnedImageError(f"{path}: " + "; ".join(problems) + ". Nothing was started.")
+        override = override_file(path)
+        merged = f" (with {override.name} beside it merged in, as `docker compose` does)" if override else ""
+        raise UnpinnedImageError(f"{path}{merged}: " + "; ".join(problems) + ". Nothing was started.")
     return letta_image_tag(path)
 
 

@@ -171,8 +171,8 @@ class _Reader:
             raise self.fail(key, value, 'a version specifier such as "<0.16.4" or ">=0.11,<0.12"')
 
 
-def load_matrix(path: str | Path) -> Matrix:
-    """Read and validate a matrix file."""
+def load_matrix(path: str | Path, *, require_entries: bool = True) -> Matrix:
+    """Read and validate a matrix file (``require_entries``: refuse one that tests nothing)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -185,10 +185,13 @@ def load_matrix(path: str | Path) -> Matrix:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise MatrixError(f"{path}: not valid TOML: {exc}. Fix the syntax and run again.") from None
-    return parse_matrix(doc, path)
+    return parse_matrix(doc, path, require_entries=require_entries)
 
 
-def parse_matrix(doc: dict, path: Path) -> Matrix:
+def parse_matrix(doc: dict, path: Path, *, require_entries: bool = True) -> Matrix:
+    """Validate a parsed matrix document: a ``Matrix``, or one ``MatrixError`` paragraph.
+    ``require_entries=False`` accepts a matrix without [[server]]/[[upgrade]] entries (one
+    that only lends its Letta Code versions and declarations, as to ``--letta-compose``)."""
     r = _Reader(path)
     r.check_keys(doc, "", "")
     backend = r.backend("backend", doc.get("backend", "native"))
@@ -274,6 +277,12 @@ def parse_matrix(doc: dict, path: Path) -> Matrix:
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise MatrixError(f"{path}: [[{kind}]] lists {dupes[0]} twice; each entry must be unique.")
+
+    if require_entries and not servers and not upgrades:
+        raise MatrixError(
+            f"{path}: the matrix has no [[server]] and no [[upgrade]] entry, so nothing would be tested. A matrix "
+            f"needs at least one, e.g. [[server]] version = \"{versions.known_server_versions()[-1]}\" "
+            "(`letta-compat versions` lists the releases).")
 
     return Matrix(
         path=path, name=name, backend=backend, postgres=postgres,

@@ -9,12 +9,56 @@ those the export carries are taken from the export verbatim, the others are rebu
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict, deque
 from datetime import datetime, timedelta
 from typing import Any
 
+from ..errors import LettaCompatError
+
 MARKER = "letta_compat_source_id"  # agent metadata key: which backed-up agent this one is
+
+
+class AgentFileError(LettaCompatError, ValueError):
+    """An agent export or a message history that is not shaped as Letta writes it."""
+
+
+def _shape_errors(what: str):
+    """Whatever shape a file has, a reader of it raises ``AgentFileError`` (one line, no
+    values from the file in it), never a KeyError/TypeError from deep inside."""
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except LettaCompatError:
+                raise
+            except KeyError as exc:
+                raise AgentFileError(f"{what} is not shaped as Letta writes it: the key {exc} is missing.") from None
+            except (TypeError, AttributeError, IndexError, ValueError, OverflowError, RecursionError):
+                raise AgentFileError(f"{what} is not shaped as Letta writes it: a value has the wrong "
+                                     "type or shape.") from None
+        return wrapper
+    return decorate
+
+
+def check_history(history: Any, what: str = "the message history") -> list[dict]:
+    """A history as the backup saves it: a list of typed messages, each with its stored id."""
+    if not isinstance(history, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str)
+                                                for m in history):
+        raise AgentFileError(f"{what} is not a message history: expected a JSON list of messages, each an "
+                             "object with an `id` (history.json of a backup).")
+    return history
+
+
+def _list_of_dicts(value: Any, key: str, what: str, *required: str) -> list[dict]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) and all(r in v for r in required) for v in value):
+        need = f" with {', '.join(map(repr, required))}" if required else ""
+        raise AgentFileError(f"{what}: `{key}` must be a list of objects{need}.")
+    return value
 
 _ROLE_OF_TYPE = {
     "system_message": "system",
@@ -39,12 +83,14 @@ def group_history(history: list[dict]) -> list[list[dict]]:
 
 
 def role_of(group: list[dict]) -> str:
-    return _ROLE_OF_TYPE.get(group[0].get("message_type"), "other")
+    kind = group[0].get("message_type")
+    return _ROLE_OF_TYPE.get(kind, "other") if isinstance(kind, str) else "other"
 
 
 def role_counts(history: list[dict]) -> dict[str, int]:
     """Stored messages per role: what every version lists alike when nothing was lost
     (how many typed messages one stored message becomes differs between versions)."""
+    check_history(history)
     counts: dict[str, int] = defaultdict(int)
     for group in group_history(history):
         counts[role_of(group)] += 1
@@ -198,15 +244,41 @@ def _legacy_messages(legacy: dict, full_history: list[dict] | None,
     return merged, in_context_ids
 
 
+def check_legacy(legacy: Any, what: str = "the agent export") -> dict:
+    """A 0.11.x ``AgentSchema`` export, its parts of the types conversion reads."""
+    if not isinstance(legacy, dict) or "agents" in legacy or "core_memory" not in legacy:
+        raise AgentFileError(f"{what} is not a legacy (0.11.x) agent export: it has no 'core_memory' (an "
+                             "AgentFileSchema has 'agents' and needs no conversion).")
+    if not isinstance(legacy.get("name"), str):
+        raise AgentFileError(f"{what}: `name` must be the agent's name (a string).")
+    _list_of_dicts(legacy.get("core_memory"), "core_memory", what, "label", "value")
+    _list_of_dicts(legacy.get("tools"), "tools", what, "name")
+    _list_of_dicts(legacy.get("tags"), "tags", what, "tag")
+    _list_of_dicts(legacy.get("messages"), "messages", what)
+    _list_of_dicts(legacy.get("tool_exec_environment_variables"), "tool_exec_environment_variables", what, "key")
+    indices = legacy.get("in_context_message_indices") or []
+    if not isinstance(indices, list) or not all(type(i) is int and i >= 0 for i in indices):
+        raise AgentFileError(f"{what}: `in_context_message_indices` must be a list of message positions.")
+    return legacy
+
+
+def _check_in_context(ids: Any) -> None:
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, str) for i in ids)):
+        raise AgentFileError("the in-context message ids must be a list of message ids.")
+
+
+@_shape_errors("the agent export")
 def convert_legacy(legacy: dict, full_history: list[dict] | None = None, *,
                    in_context_ids: list[str] | None = None) -> dict:
     """A 0.11.x ``AgentSchema`` export as the ``AgentFileSchema`` 0.12+ imports.
 
     ``full_history`` (the paged typed messages) replaces the export's truncated messages;
-    ``in_context_ids`` (the agent's ``message_ids``) then says which are in context."""
-    if not isinstance(legacy, dict) or "agents" in legacy or "core_memory" not in legacy:
-        raise ValueError("not a legacy (0.11.x) agent export: it has no 'core_memory' (an AgentFileSchema "
-                         "has 'agents' and needs no conversion)")
+    ``in_context_ids`` (the agent's ``message_ids``) then says which are in context.
+    Any other input: ``AgentFileError``."""
+    check_legacy(legacy)
+    if full_history is not None:
+        check_history(full_history)
+    _check_in_context(in_context_ids)
     merged, context = _legacy_messages(legacy, full_history, in_context_ids)
     messages, in_context = _file_messages(merged, context, "agent-0")
     tools = [{
@@ -239,8 +311,14 @@ def convert_legacy(legacy: dict, full_history: list[dict] | None = None, *,
             "mcp_servers": [], "metadata": {"converted_from": f"letta {legacy.get('version', '0.11')} legacy export"}}
 
 
+@_shape_errors("the agent file")
 def with_full_history(agent_file: dict, full_history: list[dict], in_context_ids: list[str]) -> dict:
     """An AgentFileSchema export (one agent) with its whole history instead of the last ~50."""
+    if not is_agent_file(agent_file):
+        raise AgentFileError("the agent file is not an AgentFileSchema export: it needs `agents`, a list "
+                             "holding the agent.")
+    check_history(full_history)
+    _check_in_context(in_context_ids)
     result = json.loads(json.dumps(agent_file))
     agent = result["agents"][0]
     merged = merge_history(agent.get("messages") or [], full_history)
@@ -248,8 +326,12 @@ def with_full_history(agent_file: dict, full_history: list[dict], in_context_ids
     return result
 
 
+@_shape_errors("the agent export")
 def legacy_with_full_history(legacy: dict, full_history: list[dict], in_context_ids: list[str]) -> dict:
     """A legacy export with its whole history, for importing into a 0.11.x server."""
+    check_legacy(legacy)
+    check_history(full_history)
+    _check_in_context(in_context_ids)
     result = json.loads(json.dumps(legacy))
     merged = merge_history(legacy.get("messages") or [], full_history)
     position = {stored: i for i, (stored, _) in enumerate(merged)}
@@ -268,6 +350,17 @@ def is_legacy(export: dict) -> bool:
     return isinstance(export, dict) and "agents" not in export and "core_memory" in export
 
 
+def is_agent_file(export: Any) -> bool:
+    """An AgentFileSchema export (0.12+): ``agents``, a list whose first item is the agent."""
+    agents = export.get("agents") if isinstance(export, dict) else None
+    return isinstance(agents, list) and bool(agents) and isinstance(agents[0], dict)
+
+
 def agent_of(export: dict) -> dict:
     """The agent part of either format (name, system, metadata live there)."""
-    return export if is_legacy(export) else export["agents"][0]
+    if is_legacy(export):
+        return export
+    if not is_agent_file(export):
+        raise AgentFileError("not an agent export: neither a legacy one (`core_memory`) nor an agent file "
+                             "(`agents`).")
+    return export["agents"][0]

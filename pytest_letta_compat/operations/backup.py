@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import LettaCompatError
-from ..postgres.client import connect, pg_dump
+from ..paths import new_directory
+from ..postgres.client import connect, dsn_params, pg_dump
 from ..schema.inspect import alembic_revision
-from .agentfile import agent_of, is_legacy, role_counts
+from .agentfile import agent_of, is_agent_file, is_legacy, role_counts
 from ..rest.client import LettaAPI, LettaAPIError
 
 MANIFEST = "manifest.json"
@@ -98,29 +101,87 @@ def write_json(path: Path, data: Any) -> str:
 def read_json(backup_dir: Path, relative: str, sha256: str | None = None) -> Any:
     """A file of the backup, checked against the manifest; a clear error naming it if not."""
     path = Path(backup_dir) / relative
+    shown = f"{backup_dir}/{relative}"  # as manifest.json spells it: Path would fold `//` (and unmask a URL)
     if not path.is_file():
-        raise LettaCompatError(f"The backup file {path} is missing.")
+        raise LettaCompatError(f"The backup file {shown} is missing.")
     if sha256 and sha256_of(path) != sha256:
-        raise LettaCompatError(f"The backup file {path} is corrupt or truncated: its sha256 does not "
+        raise LettaCompatError(f"The backup file {shown} is corrupt or truncated: its sha256 does not "
                                "match the one manifest.json recorded when the backup was taken.")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise LettaCompatError(f"The backup file {path} is not valid JSON ({exc}).") from exc
+    except json.JSONDecodeError as exc:  # the position only: never the file's text
+        raise LettaCompatError(f"The backup file {shown} is not valid JSON (line {exc.lineno}, column "
+                               f"{exc.colno}).") from None
+    except (ValueError, RecursionError):
+        raise LettaCompatError(f"The backup file {shown} is not valid JSON (not UTF-8 text, or nested too "
+                               "deeply).") from None
 
 
 # -- reading a backup -----------------------------------------------------------------------
+_STR, _OPT_STR, _INT = (str,), (str, type(None)), (int,)
+_MANIFEST_FIELDS = {"source_url": _STR, "server_version": _STR, "created_at": _STR, "agents": (list,),
+                    "alembic_revision": _OPT_STR, "database_dump": _OPT_STR, "database_dump_sha256": _OPT_STR,
+                    "format": _INT}
+_RECORD_FIELDS = {"id": _STR, "name": _STR, "format": _STR, "messages": _INT, "messages_by_role": (dict,),
+                  "blocks": _INT, "tools": _INT, "in_context_ids": (list,), "files": (dict,), "export_name": _OPT_STR}
+_REQUIRED = {"source_url", "server_version", "created_at", "agents", "id", "name", "format", "messages",
+             "messages_by_role", "blocks", "tools", "in_context_ids", "files"}
+
+
+def _inside(relative: str) -> bool:
+    """A path of the manifest stays inside the backup directory."""
+    parts = Path(relative).parts
+    return bool(parts) and not Path(relative).is_absolute() and ".." not in parts and "\x00" not in relative
+
+
+def _checked(data: object, fields: dict, where: str, path: Path) -> dict:
+    """``data`` as a mapping of exactly ``fields`` (each of its type), or a one-line error."""
+    bad = lambda what: LettaCompatError(  # noqa: E731
+        f"{path} is not a letta-compat backup manifest: {what}. Use a directory written by "
+        "`letta-compat backup`, unchanged.")
+    if not isinstance(data, dict):
+        raise bad(f"{where} is {type(data).__name__}, expected a JSON object")
+    unknown = sorted(map(str, set(data) - set(fields)))
+    if unknown:
+        raise bad(f"{where} has unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown[:5]))}")
+    missing = sorted(k for k in fields if k in _REQUIRED and k not in data)
+    if missing:
+        raise bad(f"{where} lacks {', '.join(missing)}")
+    prefix = "" if where == "it" else f"{where}."
+    for key, value in data.items():
+        types = fields[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise bad(f"`{prefix}{key}` is {type(value).__name__}, expected {' or '.join(t.__name__ for t in types)}")
+    return data
+
+
 def read_manifest(backup_dir: Path) -> Manifest:
     backup_dir = Path(backup_dir)
-    data = read_json(backup_dir, MANIFEST)
-    try:
-        agents = [AgentRecord(**a) for a in data.pop("agents")]
-        manifest = Manifest(**data, agents=agents, directory=backup_dir)
-    except (KeyError, TypeError) as exc:
-        raise LettaCompatError(f"{backup_dir / MANIFEST} is not a letta-compat backup manifest ({exc}).") from exc
-    if manifest.format != FORMAT:
-        raise LettaCompatError(f"{backup_dir / MANIFEST} has format {manifest.format}; this letta-compat reads {FORMAT}.")
-    return manifest
+    if not backup_dir.is_dir():
+        raise LettaCompatError(f"{backup_dir} is not a directory: give a backup directory written by "
+                               "`letta-compat backup`.")
+    path = backup_dir / MANIFEST
+    data = _checked(read_json(backup_dir, MANIFEST), _MANIFEST_FIELDS, "it", path)
+    if data.get("format", FORMAT) != FORMAT:
+        raise LettaCompatError(f"{path} has format {data['format']}; this letta-compat reads {FORMAT}.")
+    agents = []
+    for i, raw in enumerate(data["agents"]):
+        record = _checked(raw, _RECORD_FIELDS, f"agents[{i}]", path)
+        if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                   for k, v in record["messages_by_role"].items()):
+            raise LettaCompatError(f"{path} is not a letta-compat backup manifest: agents[{i}].messages_by_role "
+                                   "must map roles to counts.")
+        if not all(isinstance(v, str) for v in record["in_context_ids"]):
+            raise LettaCompatError(f"{path} is not a letta-compat backup manifest: agents[{i}].in_context_ids "
+                                   "must be a list of message ids.")
+        if not all(isinstance(k, str) and _inside(k) and isinstance(v, str) for k, v in record["files"].items()):
+            raise LettaCompatError(f"{path} is not a letta-compat backup manifest: agents[{i}].files must map "
+                                   "paths inside the backup directory to sha256 digests.")
+        agents.append(AgentRecord(**record))
+    if data.get("database_dump") is not None and not _inside(data["database_dump"]):
+        raise LettaCompatError(f"{path} is not a letta-compat backup manifest: database_dump must be a path "
+                               "inside the backup directory.")
+    return Manifest(**{**data, "agents": agents}, directory=backup_dir)
 
 
 @dataclass
@@ -133,11 +194,20 @@ class BackedUpAgent:
 
 def read_agent(backup_dir: Path, record: AgentRecord) -> BackedUpAgent:
     """One agent's files, checksums checked; LettaCompatError naming the bad file."""
-    files = {Path(rel).name: read_json(backup_dir, rel, digest) for rel, digest in record.files.items()}
+    files = {Path(rel).name: (rel, read_json(backup_dir, rel, digest)) for rel, digest in record.files.items()}
     missing = {"agent.json", "export.json", "history.json"} - set(files)
     if missing:
         raise LettaCompatError(f"manifest.json in {backup_dir} lists no {sorted(missing)} for agent {record.id}.")
-    return BackedUpAgent(record, files["agent.json"], files["export.json"], files["history.json"])
+    for name, (rel, data) in files.items():
+        shape = ((name == "history.json" and isinstance(data, list) and all(
+                     isinstance(m, dict) and isinstance(m.get("id"), str) for m in data))
+                 or (name == "agent.json" and isinstance(data, dict) and isinstance(data.get("name"), str))
+                 or (name == "export.json" and (is_legacy(data) or is_agent_file(data))))
+        if name in ("agent.json", "export.json", "history.json") and not shape:
+            expected = {"history.json": "a list of messages with ids", "agent.json": "an agent (an object with a name)",
+                        "export.json": "an agent export (legacy or agent file)"}[name]
+            raise LettaCompatError(f"The backup file {Path(backup_dir) / rel} is not {expected}.")
+    return BackedUpAgent(record, files["agent.json"][1], files["export.json"][1], files["history.json"][1])
 
 
 def load_backup(backup_dir: Path) -> Manifest:
@@ -153,7 +223,8 @@ def load_backup(backup_dir: Path) -> Manifest:
     if manifest.database_dump:
         dump = Path(backup_dir) / manifest.database_dump
         if not dump.is_file() or sha256_of(dump) != manifest.database_dump_sha256:
-            raise LettaCompatError(f"The database archive {dump} is missing or does not match manifest.json.")
+            raise LettaCompatError(f"The database archive {backup_dir}/{manifest.database_dump} is missing or does "
+                                   "not match manifest.json.")
     return manifest
 
 
@@ -199,18 +270,32 @@ def backup(url: str, out_dir: Path, *, api_key: str | None = None, dsn: str | No
     out = Path(out_dir)
     if (out / MANIFEST).exists():
         raise LettaCompatError(f"{out} already holds a backup (manifest.json); choose a new --out directory.")
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    new_directory(out, "--out", "Give a new directory (it is created, readable by you only) or an empty one.")
+    if dsn:
+        dsn_params(dsn)  # a malformed --dsn fails before anything is written
     with LettaAPI(url, api_key=api_key) as api:
-        version = api.version
+        version = api.version  # a wrong --url fails before anything is written
         listed = api.list_agents()
-        progress(f"backing up {len(listed)} agents from Letta {version} at {api.url}")
-        records = []
-        for agent in listed:
-            record = _backup_agent(api, out, agent)
-            records.append(record)
-            renamed = f" (exported as {record.export_name!r}, name put back)" if record.export_name else ""
-            progress(f"  {record.name!r} ({record.id}): {record.messages} messages, {record.blocks} blocks, "
-                     f"{record.tools} tools{renamed}")
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(out, 0o700)  # agent states and exports hold tool secrets
+        try:
+            return _backup_into(api, out, version, listed, dsn, progress)
+        except BaseException:
+            if created:  # nothing half-written is left behind to be mistaken for a backup
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+
+def _backup_into(api: LettaAPI, out: Path, version: str, listed: list[dict], dsn: str | None, progress) -> Manifest:
+    progress(f"backing up {len(listed)} agents from Letta {version} at {api.url}")
+    records = []
+    for agent in listed:
+        record = _backup_agent(api, out, agent)
+        records.append(record)
+        renamed = f" (exported as {record.export_name!r}, name put back)" if record.export_name else ""
+        progress(f"  {record.name!r} ({record.id}): {record.messages} messages, {record.blocks} blocks, "
+                 f"{record.tools} tools{renamed}")
     manifest = Manifest(source_url=api.url, server_version=version, agents=records,
                         created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if dsn:

@@ -58,9 +58,15 @@ class RestoreState:
         self.target = target_url
         try:
             self.data = json.loads(self.path.read_text(encoding="utf-8")) if self.path.exists() else {}
-        except ValueError:
+        except (OSError, ValueError):
             self.data = {}  # a state file cut short: the markers on the target still say what is there
-        self.mapping: dict[str, str] = self.data.setdefault(target_url, {})
+        if not isinstance(self.data, dict):
+            self.data = {}  # not ours (or mangled): the markers on the target still say what is there
+        mapping = self.data.get(target_url)
+        if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in mapping.items()):
+            mapping = self.data[target_url] = {}
+        self.mapping: dict[str, str] = mapping
 
     def record(self, source_id: str, target_id: str | None) -> None:
         if target_id is None:

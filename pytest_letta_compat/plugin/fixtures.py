@@ -30,6 +30,11 @@ def _fail(exc: LettaCompatError):
     pytest.fail(str(exc), pytrace=False)
 
 
+def cache_dir_option(config: pytest.Config) -> str | None:
+    """The cache directory asked for: --letta-cache-dir, $LETTA_COMPAT_CACHE, the ini key (None: the default)."""
+    return config.getoption("--letta-cache-dir") or os.environ.get(CACHE_ENV) or config.getini("letta_cache_dir") or None
+
+
 @pytest.fixture(scope="session")
 def letta_matrix(pytestconfig: pytest.Config) -> Matrix | None:
     """The validated matrix of this run (None when no matrix was given)."""
@@ -50,11 +55,11 @@ def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake
     """The backend that runs PostgreSQL and the Letta servers for this session."""
     cfg = pytestconfig
     name = cfg.getoption("--letta-backend") or (letta_matrix.backend if letta_matrix else "native")
-    cache = cfg.getoption("--letta-cache-dir") or os.environ.get(CACHE_ENV) or cfg.getini("letta_cache_dir") or None
     timeout = cfg.getoption("--letta-start-timeout") or float(cfg.getini("letta_start_timeout"))
     try:
         backend = make_backend(
-            name, postgres=letta_matrix.postgres if letta_matrix else PostgresSpec(), cache=cache_root(cache),
+            name, postgres=letta_matrix.postgres if letta_matrix else PostgresSpec(),
+            cache=cache_root(cache_dir_option(cfg)),
             workdir=tmp_path_factory.mktemp("letta"), llm_env=fake_llm.server_env(), start_timeout=timeout,
             redis_binary=cfg.getoption("--letta-redis-server"), compose=cfg.getoption("--letta-compose"))
         backend.start()

@@ -21,6 +21,7 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_code,
     letta_code_entry,
     letta_code_install,
+    cache_dir_option,
     letta_db,
     letta_matrix,
     letta_postgres,
@@ -30,7 +31,9 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_upgrade_entry,
 )
 from ..provision.letta_code import LettaCodePair
-from ..matrix.model import CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
+from ..matrix.model import BACKENDS, CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
+from ..cache import cache_root
+from ..paths import output_file
 from . import suite_collector
 from .reporting import ReportCollector
 from ..matrix.shards import parse_shard, shard_of
@@ -91,13 +94,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_START_KEY] = time.monotonic()
     suite_collector.configure(config)
     path, source = resolve_matrix_path(config)
+    compose = config.getoption("--letta-compose")
+    if config.getoption("help", False) or config.getoption("version", False):
+        path = compose = None  # --help and --version work whatever $LETTA_MATRIX names
+    _check_options(config)
     matrix = None
     if path is not None:
         try:
-            matrix = load_matrix(path)
+            matrix = load_matrix(path, require_entries=not compose)
         except LettaCompatError as exc:
             raise pytest.UsageError(f"{exc} (matrix chosen by {source})") from None
-    if config.getoption("--letta-compose"):  # refused before anything starts when not pinned
+    if matrix is not None or compose:  # something will start: its cache must be usable
+        try:
+            cache_root(cache_dir_option(config))
+        except LettaCompatError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    if compose:  # refused before anything starts when not pinned
         try:
             matrix = compose_matrix(config.getoption("--letta-compose"), matrix)
         except LettaCompatError as exc:
@@ -109,6 +121,35 @@ def pytest_configure(config: pytest.Config) -> None:
     except LettaCompatError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(ReportCollector(config, str(matrix.path) if matrix else ""), "letta-compat-report")
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Options a run would only trip over later (once per test, or after the whole run):
+    refused now, as one UsageError naming the option and what it allows."""
+    backend = config.getoption("--letta-backend")
+    if backend is not None and backend not in BACKENDS:
+        raise pytest.UsageError(f"--letta-backend {backend!r} is not a backend. Allowed: {', '.join(BACKENDS)}.")
+    report = config.getoption("--letta-report")
+    if report and not hasattr(config, "workerinput"):  # the controller writes it
+        path = Path(report)
+        targets = [path] if path.suffix in (".json", ".md", ".html") else [
+            path.with_suffix(s) for s in (".json", ".md", ".html")]
+        try:
+            for target in targets:
+                output_file(target, "--letta-report", "Give a path in a writable directory: PATH.json, .md or "
+                                                      ".html, or a bare PATH for all three.")
+        except LettaCompatError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    timeout = config.getoption("--letta-start-timeout")
+    source = "--letta-start-timeout"
+    if timeout is None:
+        timeout, source = config.getini("letta_start_timeout"), "the letta_start_timeout ini key"
+    try:
+        if float(timeout) <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise pytest.UsageError(f"{source} is {timeout!r}: give the seconds a server may take to become "
+                                "healthy, a number above 0 (default 300).") from None
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:

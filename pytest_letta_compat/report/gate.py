@@ -15,8 +15,12 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from ..matrix.compose_file import check_pinned, letta_image_tag
+from .. import versions
 from ..errors import LettaCompatError
+from ..matrix.compose_file import OVERRIDE_NAMES, check_pinned, letta_image_tag
+from ..matrix.model import load_matrix
+from ..paths import output_file
+from .grid import Report
 
 
 
@@ -38,6 +42,12 @@ def version_at_ref(compose: Path, ref: str) -> str | None:
         env = compose.parent / ".env"  # the .env beside it resolves ${...} in the old file too
         if env.exists():
             (Path(tmp) / ".env").write_text(env.read_text())
+        if compose.name in OVERRIDE_NAMES:  # the override file of that commit, as compose merges it
+            for name in OVERRIDE_NAMES[compose.name]:
+                shown = subprocess.run(["git", "show", f"{ref}:{(rel.parent / name).as_posix()}"], cwd=top,
+                                       capture_output=True, text=True)
+                if shown.returncode == 0:
+                    (Path(tmp) / name).write_text(shown.stdout)
         return letta_image_tag(old)[2]
 
 
@@ -63,10 +73,31 @@ def path_matrix(old: str, new: str, base_matrix: Path | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _known(version: str, what: str) -> str:
+    if versions.server_release(version) is None:
+        raise LettaCompatError(f"{what}: Letta {version!r} is not a release this tool knows. Allowed: "
+                               f"{', '.join(versions.known_server_versions())} (`letta-compat versions`).")
+    return version
+
+
+def _report_targets(report: str) -> list[Path]:
+    path = Path(report)
+    targets = [path] if path.suffix in (".json", ".md", ".html") else [
+        path.with_suffix(s) for s in (".json", ".md", ".html")]
+    return [output_file(t, "--report", "Give a path in a writable directory (.json, .md, .html, or a bare "
+                                       "name for all three).") for t in targets]
+
+
 def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str | None = None,
              matrix: str | Path | None = None, suite: str | Path | None = None,
              pytest_args: list[str] | None = None, report: str | None = None, echo=print) -> int:
     compose = Path(compose)
+    if from_version is not None:
+        _known(from_version, "--from")
+    if report:
+        _report_targets(report)  # a report path that cannot be written fails now, not after the run
+    if matrix:
+        load_matrix(matrix, require_entries=False)  # a broken --matrix fails now, as one line
     service, image, new = check_pinned(compose)  # refuses `latest` and friends first
     if new is None:
         raise LettaCompatError(f"{compose}: service `{service}` pins `{image}` by digest only; add the release tag "
@@ -77,8 +108,13 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
             f"{compose} at {base_ref} did not pin its Letta image, so the gate cannot tell which version the "
             "database holds today. Say it with --from VERSION (`curl /v1/health/` on the running server).")
     if old == new:
-        echo(f"Letta image of `{service}` unchanged ({new}) since {base_ref}: nothing to check.")
+        said = f"Letta image of `{service}` unchanged ({new}) since {base_ref}: nothing to check."
+        echo(said)
+        if report:  # CI steps after the gate (`cat letta-report.md`) find a report either way
+            Report(matrix=str(compose), note=said).write(report)
         return 0
+    _known(old, f"{compose} at {base_ref}" if from_version is None else "--from")
+    _known(new, f"{compose} (service `{service}`, image `{image}`)")
     if Version(new) < Version(old):
         echo(f"`{service}` moves Letta DOWN from {old} to {new}: Letta's migrations only go forward; "
              "roll back with `letta-compat rollback` and a backup instead.")

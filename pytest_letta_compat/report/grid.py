@@ -44,12 +44,15 @@ class Report:
     matrix: str = ""
     outcomes: list[CheckOutcome] = field(default_factory=list)
     created: float = field(default_factory=time.time)
+    note: str = ""  # why there is nothing to show (the gate: "image unchanged, nothing to check")
 
     # -- model -----------------------------------------------------------------------------
     def rows(self) -> list[str]:
         def key(row: str):
             kind, _, rest = row.partition("-")
-            return (0 if kind == "server" else 1, [int(p) if p.isdigit() else p for p in rest.replace("-", ".").split(".")])
+            parts = rest.replace("-", ".").split(".")  # numbers before words: never int vs str
+            return (0 if kind == "server" else 1, [(0, int(p), "") if p.isdecimal() and p.isascii() else (1, 0, p)
+                                                   for p in parts])
         return sorted({o.row for o in self.outcomes}, key=key)
 
     def columns(self) -> list[str]:
@@ -80,7 +83,7 @@ class Report:
     def terminal_lines(self) -> list[str]:
         rows, cols = self.rows(), self.columns()
         if not rows:
-            return []
+            return [self.note] if self.note else []
         width = max(len(r) for r in rows)
         cw = [max(len(c), 6) for c in cols]
         lines = [" " * width + "  " + "  ".join(c.ljust(w) for c, w in zip(cols, cw))]
@@ -100,16 +103,23 @@ class Report:
 
     def to_json(self) -> dict:
         grid = {r: {c: self.verdict(self.cell(r, c)) for c in self.columns()} for r in self.rows()}
-        return {"format": FORMAT_VERSION, "matrix": self.matrix, "created": self.created,
-                "rows": self.rows(), "columns": self.columns(), "grid": grid, "counts": self.counts(),
-                "ok": self.ok, "tests": [asdict(o) for o in self.outcomes]}
+        doc = {"format": FORMAT_VERSION, "matrix": self.matrix, "created": self.created,
+               "rows": self.rows(), "columns": self.columns(), "grid": grid, "counts": self.counts(),
+               "ok": self.ok, "tests": [asdict(o) for o in self.outcomes]}
+        if self.note:
+            doc["note"] = self.note
+        return doc
 
     def to_markdown(self) -> str:
         rows, cols = self.rows(), self.columns()
         icon = {"failed": "❌ fail", "error": "❌ error", "xpassed": "⚠️ XPASS", "passed": "✅ pass",
                 "xfailed": "🟡 expected failure", "skipped": "⏭️ skipped"}
-        out = [f"## Letta compatibility: {self.matrix or 'matrix'}", "",
-               "| entry | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        out = [f"## Letta compatibility: {self.matrix or 'matrix'}", ""]
+        if self.note:
+            out += [self.note, ""]
+        if not rows:
+            return "\n".join(out)
+        out += ["| entry | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for r in rows:
             out.append(f"| {r} | " + " | ".join(icon.get(self.verdict(self.cell(r, c)) or "", "–") for c in cols) + " |")
         failures = [o for o in self.outcomes if o.outcome in ("failed", "error", "xpassed")]
@@ -159,6 +169,7 @@ tbody th{{text-align:left;font-family:monospace}} pre{{background:#f6f6f6;paddin
 section{{margin-top:2rem;border-top:2px solid #ddd}}
 </style></head><body>
 <h1>Letta compatibility report</h1>
+{f"<p>{esc(self.note)}</p>" if self.note else ""}
 <p>Matrix: <code>{esc(self.matrix)}</code> · {esc(counts)} · verdict: <strong>{"compatible" if self.ok else "NOT compatible"}</strong></p>
 <table id="grid"><thead><tr><th>entry</th>{head}</tr></thead><tbody>
 {''.join(body)}
@@ -173,25 +184,66 @@ section{{margin-top:2rem;border-top:2px solid #ddd}}
         targets = [path] if path.suffix in (".json", ".md", ".html") else [
             path.with_suffix(s) for s in (".json", ".md", ".html")]
         for t in targets:
-            t.parent.mkdir(parents=True, exist_ok=True)
             text = {".json": lambda: json.dumps(self.to_json(), indent=2), ".md": self.to_markdown,
                     ".html": self.to_html}[t.suffix]()
-            t.write_text(redact(text), encoding="utf-8")
+            try:
+                t.parent.mkdir(parents=True, exist_ok=True)
+                t.write_text(redact(text), encoding="utf-8")
+            except OSError as exc:
+                raise LettaCompatError(f"The report {t} cannot be written ({exc.strerror or type(exc).__name__}). "
+                                       "Give a path in a writable directory.") from None
         return targets
 
 
+_OUTCOME_TYPES = {"nodeid": str, "row": str, "column": str, "outcome": str, "message": str,
+                  "log_excerpt": str, "duration": (int, float)}
+
+
+def _outcome_of(item: object, i: int) -> CheckOutcome:
+    if not isinstance(item, dict):
+        raise ValueError(f"tests[{i}] is {type(item).__name__}, not an object")
+    for key in ("nodeid", "row", "column", "outcome"):
+        if key not in item:
+            raise ValueError(f"tests[{i}] has no `{key}`")
+    unknown = sorted(k for k in item if k not in _OUTCOME_TYPES)
+    if unknown:
+        raise ValueError(f"tests[{i}] has unknown keys {', '.join(map(repr, unknown[:5]))}")
+    for key, value in item.items():
+        if not isinstance(value, _OUTCOME_TYPES[key]) or isinstance(value, bool):
+            raise ValueError(f"tests[{i}].{key} is {type(value).__name__}")
+    if item["outcome"] not in _SEVERITY:
+        raise ValueError(f"tests[{i}].outcome is not one of {', '.join(_SEVERITY)}")
+    return CheckOutcome(**item)
+
+
 def load_report(path: str | Path) -> Report:
+    """A JSON report written by ``--letta-report`` (or merged); any other file: one LettaCompatError."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError(f"the file holds a JSON {type(doc).__name__}, not an object")
         if doc.get("format") != FORMAT_VERSION:
-            raise ValueError(f"format {doc.get('format')!r}")
-        outcomes = [CheckOutcome(**t) for t in doc["tests"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT_VERSION}"
+                             if isinstance(doc.get("format"), int) else "no `format` of a letta-compat report")
+        if not isinstance(doc.get("tests"), list):
+            raise ValueError("no `tests` list")
+        outcomes = [_outcome_of(t, i) for i, t in enumerate(doc["tests"])]
+        matrix, created, note = doc.get("matrix", ""), doc.get("created", 0.0), doc.get("note", "")
+        if not isinstance(matrix, str) or not isinstance(note, str) or isinstance(created, bool) \
+                or not isinstance(created, (int, float)):
+            raise ValueError("`matrix`, `created` or `note` has the wrong type")
+    except OSError as exc:
+        raise LettaCompatError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}). Give the .json "
+                               "files written by pytest --letta-report.") from None
+    except json.JSONDecodeError as exc:  # the position only: never the file's text
+        raise LettaCompatError(f"{path}: not JSON (line {exc.lineno}, column {exc.colno}). Give the .json files "
+                               "written by pytest --letta-report.") from None
+    except (ValueError, RecursionError) as exc:
         raise LettaCompatError(
             f"{path}: not a letta-compat JSON report ({exc}). Give the .json files written by "
             "pytest --letta-report.") from None
-    return Report(matrix=doc.get("matrix", ""), outcomes=outcomes, created=doc.get("created", 0.0))
+    return Report(matrix=matrix, outcomes=outcomes, created=created, note=note)
 
 
 def merge_reports(reports: list[Report]) -> Report:

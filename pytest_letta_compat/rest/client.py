@@ -28,14 +28,35 @@ class LettaAPIError(LettaCompatError):
         self.status = status
 
 
+def check_url(url: str) -> str:
+    """``url`` as a base URL for httpx, or a LettaCompatError saying what is allowed."""
+    allowed = "Give the Letta server's address, e.g. --url http://localhost:8283."
+    try:
+        parsed = httpx.URL(url.strip())
+    except (httpx.InvalidURL, TypeError, ValueError):
+        raise LettaCompatError(f"--url {shown_url(url)!r} is not a URL. {allowed}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise LettaCompatError(f"--url {shown_url(url)!r} is not an http:// or https:// address. {allowed}")
+    if parsed.password:
+        register_secret(parsed.password)
+    return url.strip().rstrip("/")
+
+
+def shown_url(url: str) -> str:
+    """The URL as it may be printed or written: any password in it masked."""
+    return redact(url.strip().rstrip("/"))
+
+
 class LettaAPI:
     """A Letta server at ``url``; ``api_key`` is the server password (``Authorization: Bearer``)."""
 
     def __init__(self, url: str, *, api_key: str | None = None, timeout: float = 300):
         register_secret(api_key)
-        self.url = url.rstrip("/")
+        real = check_url(url)
+        # ``url`` is what is shown, logged and written (manifests, restore state): never a password in it
+        self.url = shown_url(real)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(base_url=real, headers=headers, timeout=timeout)
         self._version: str | None = None
 
     def close(self) -> None:
@@ -58,18 +79,42 @@ class LettaAPI:
             raise LettaAPIError(f"The Letta server at {self.url} refused the request (401 Unauthorized): "
                                 "pass its password with --api-key or $LETTA_API_KEY.", 401)
         if resp.status_code >= 400:
+            kind = resp.headers.get("content-type", "").split(";")[0].strip()
+            if kind == "text/html":  # a web page, not Letta's API: its text says nothing useful
+                raise LettaAPIError(f"{method} {path} on {self.url} failed with {resp.status_code} and an HTML page: "
+                                    "is --url the Letta server's address (e.g. http://localhost:8283, no path "
+                                    "after it)?", resp.status_code)
             raise LettaAPIError(f"{method} {path} on {self.url} failed with {resp.status_code}: "
-                                f"{redact(resp.text[:500])}", resp.status_code)
+                                f"{redact(' '.join(resp.text[:500].split()))}", resp.status_code)
         return resp
 
     def get(self, path: str, **params) -> Any:
-        return self.request("GET", path, params=params).json()
+        return self.json(self.request("GET", path, params=params), "GET", path)
+
+    def json(self, resp: httpx.Response, method: str, path: str) -> Any:
+        try:
+            return resp.json()
+        except ValueError:
+            kind = resp.headers.get("content-type", "no content type").split(";")[0]
+            raise LettaAPIError(f"{self.url} answered {method} {path} with {kind}, not JSON: it is not a Letta "
+                                "server's API. Give the address Letta listens on, e.g. --url "
+                                "http://localhost:8283 (no path after it).", resp.status_code) from None
+
+    def _page(self, page: Any, what: str) -> list[dict]:
+        if not isinstance(page, list) or not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in page):
+            raise LettaAPIError(f"{self.url} answered {what} with something other than a list of objects with "
+                                "ids: it is not a Letta server this tool knows.")
+        return page
 
     # -- facts -----------------------------------------------------------------------------
     @property
     def version(self) -> str:
         if self._version is None:
-            self._version = str(self.get("/v1/health/")["version"])
+            health = self.get("/v1/health/")
+            if not isinstance(health, dict) or not isinstance(health.get("version"), str):
+                raise LettaAPIError(f"{self.url}/v1/health/ answered without a Letta version: it is not a Letta "
+                                    "server. Give the address Letta listens on, e.g. --url http://localhost:8283.")
+            self._version = health["version"]
         return self._version
 
     @property
@@ -86,7 +131,7 @@ class LettaAPI:
             params = {"limit": PAGE, "ascending": "true", "order": "asc"}
             if after:
                 params["after"] = after
-            page = self.get("/v1/agents/", **params)
+            page = self._page(self.get("/v1/agents/", **params), "GET /v1/agents/")
             fresh = [a for a in page if a["id"] not in agents]
             for agent in fresh:
                 agents[agent["id"]] = agent
@@ -107,7 +152,8 @@ class LettaAPI:
 
     def rename_agent(self, agent_id: str, name: str) -> dict:
         """PATCH has no name validator at any version: the way back to names create refuses."""
-        return self.request("PATCH", f"/v1/agents/{agent_id}", json={"name": name}).json()
+        path = f"/v1/agents/{agent_id}"
+        return self.json(self.request("PATCH", path, json={"name": name}), "PATCH", path)
 
     def delete_agent(self, agent_id: str) -> None:
         self.request("DELETE", f"/v1/agents/{agent_id}")
@@ -132,7 +178,7 @@ class LettaAPI:
                                       "include_err": "true"}
             if cursor:
                 params["after" if forward else "before"] = cursor
-            page = self.get(f"/v1/agents/{agent_id}/messages", **params)
+            page = self._page(self.get(f"/v1/agents/{agent_id}/messages", **params), f"GET /v1/agents/{agent_id}/messages")
             fresh = [m for m in page if (m["id"], m.get("message_type"), m.get("otid")) not in seen]
             if not fresh:
                 ordered = pages if forward else pages[::-1]
@@ -145,7 +191,7 @@ class LettaAPI:
         """Import one agent (legacy or agent file, as the server takes it); the new agent id."""
         data = {"append_copy_suffix": "false", "override_existing_tools": "true", "strip_messages": "false"}
         files = {"file": ("agent.af", json.dumps(agent_file).encode(), "application/json")}
-        body = self.request("POST", "/v1/agents/import", data=data, files=files).json()
+        body = self.json(self.request("POST", "/v1/agents/import", data=data, files=files), "POST", "/v1/agents/import")
         if "agent_ids" in body:  # 0.12+: ImportedAgentsResponse
             if len(body["agent_ids"]) != 1:
                 raise LettaAPIError(f"Importing one agent into {self.url} created {len(body['agent_ids'])}.")

@@ -83,7 +83,7 @@ def test_ci_matrix_runs_the_incident_upgrade_path(matrices_dir):
 
 def test_postgres_17_is_accepted_with_a_bin_dir(tmp_path):
     path = tmp_path / "m.toml"
-    path.write_text('[postgres]\nversion = 17\nbin_dir = "/usr/lib/postgresql/17/bin"\n')
+    path.write_text('[postgres]\nversion = 17\nbin_dir = "/usr/lib/postgresql/17/bin"\n[[server]]\nversion = "0.16.2"\n')
     assert load_matrix(path).postgres.bin_dir == "/usr/lib/postgresql/17/bin"
 
 

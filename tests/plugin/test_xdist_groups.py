@@ -21,7 +21,9 @@ def test_each_entry_stays_on_one_worker(pytester, matrices_dir):
         def test_upgrade(letta_upgrade_entry): pass
         def test_outside_the_matrix(): pass
     """)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-v",
+    # no servers start here: the entry fixtures only name entries (and the shipped suite stays out)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", "letta_suite=false", "-n", "2",
+                                           "--dist", "loadgroup", "-v",
                                            "--letta-matrix", str(matrices_dir / "default.toml"))
     result.assert_outcomes(passed=3 * 3 + 2 + 1)
     workers = defaultdict(set)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from packaging.version import Version
 
+from . import versions_letta_code as _letta_code
 from .errors import LettaCompatError
 
 
@@ -62,10 +63,10 @@ SERVER_RELEASES: dict[str, ServerRelease] = {
 MIGRATIONS_SOURCE = "0.16.8"
 MIGRATIONS_SDIST_SHA256 = "363e26989e552c859ce2e7961d484acee6fccfc1e7b16e8f644b1ae1ccd754a3"
 
-# Letta Code CLI versions that install from the npm registry as published.
-LETTA_CODE_NPM_VERSIONS = ("0.15.2", "0.19.5", "0.21.7", "0.22.4", "0.25.3", "0.25.9")
+# Letta Code releases come from the shipped release table (versions_letta_code.py).
+LETTA_CODE_NPM_VERSIONS = tuple(r.version for r in _letta_code.releases() if r.installs and r.source == "npm")
 # From 0.32.13 on, PyPI's ``letta`` is Letta Code with its own Node runtime.
-LETTA_CODE_PYPI_MIN = Version("0.32.13")
+LETTA_CODE_PYPI_MIN = _letta_code.PYPI_MIN
 
 POSTGRES_EMBEDDED_MAJORS = (16, 18)
 POSTGRES_MIN_MAJOR = 15  # 39577145c45d (0.16.1) uses UNIQUE NULLS NOT DISTINCT
@@ -122,9 +123,5 @@ def describe_revision(revision: str | None, graph=None) -> str:
 
 
 def is_known_letta_code(version: str) -> bool:
-    if version in LETTA_CODE_NPM_VERSIONS:
-        return True
-    try:
-        return Version(version) >= LETTA_CODE_PYPI_MIN
-    except ValueError:
-        return False
+    """True for a release in the Letta Code release table that installs."""
+    return _letta_code.is_known(version)

@@ -25,7 +25,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from ..report.gate import run_gate
 
     return run_gate(args.compose, base_ref=args.base_ref, from_version=args.from_version, matrix=args.matrix,
-                    suite=args.suite, report=args.report, pytest_args=args.pytest_args)
+                    suite=args.suite, report=args.report, pytest_args=args.pytest_args,
+                    letta_code_from=args.letta_code_from, letta_code_to=args.letta_code_to)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gate.add_argument("--matrix", help="take Letta Code versions and declared incompatibilities from this matrix")
     gate.add_argument("--suite", help="tests to run instead of the compatibility suite shipped with the package")
     gate.add_argument("--report", help="write the compatibility report here (.json/.md/.html or all three)")
+    gate.add_argument("--letta-code-from", help="the Letta Code release used today, when the repository does not pin it")
+    gate.add_argument("--letta-code-to", help="the Letta Code release to move to, when the repository does not pin it")
     gate.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     gate.set_defaults(func=cmd_gate)
 

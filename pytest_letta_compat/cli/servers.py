@@ -13,6 +13,10 @@ from ..errors import LettaCompatError
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
+    if getattr(args, "letta_code", False):
+        from .advise import print_letta_code_table
+
+        return print_letta_code_table()
     print(f"{'version':<9} {'released':<11} {'deps as of':<21} alembic head")
     for v in versions.known_server_versions():
         r = versions.server_release(v)
@@ -74,7 +78,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("versions", help="list the Letta server releases this tool knows").set_defaults(func=cmd_versions)
+    versions_cmd = sub.add_parser("versions", help="list the Letta server releases this tool knows")
+    versions_cmd.add_argument("--letta-code", action="store_true",
+                              help="list the Letta Code releases and the measured server × Letta Code table instead")
+    versions_cmd.set_defaults(func=cmd_versions)
 
     matrix = sub.add_parser("matrix", help="work with matrix files").add_subparsers(dest="matrix_command", required=True)
     check = matrix.add_parser("check", help="validate a matrix file and list its entries")

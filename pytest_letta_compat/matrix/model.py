@@ -245,12 +245,9 @@ def parse_matrix(doc: dict, path: Path, *, require_entries: bool = True) -> Matr
     for key, t in r.tables(doc, "letta_code"):
         v = t.get("version")
         if not isinstance(v, str) or not versions.is_known_letta_code(v):
-            raise r.fail(
-                f"{key}.version", v,
-                "a Letta Code release that installs: "
-                + ", ".join(versions.LETTA_CODE_NPM_VERSIONS)
-                + f" (npm), or >= {versions.LETTA_CODE_PYPI_MIN} (PyPI)",
-            )
+            from ..versions_letta_code import describe_allowed
+
+            raise r.fail(f"{key}.version", v, describe_allowed())
         letta_code.append(LettaCodeEntry(v))
 
     known = []

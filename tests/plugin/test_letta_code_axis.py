@@ -46,7 +46,7 @@ def test_pairs_get_one_id_per_server_and_letta_code_version(pytester, matrices_d
     assert result.ret == pytest.ExitCode.OK
     assert [line for line in result.stdout.lines if "::" in line] == [
         f"test_pairs.py::test_pair[server-{server}-letta-code-{code}]"
-        for server in ("0.11.3", "0.16.2", "0.16.8") for code in ("0.15.2", "0.25.9")
+        for server in ("0.11.3", "0.16.2", "0.16.8") for code in ("0.25.9", "0.34.12")
     ]
 
 

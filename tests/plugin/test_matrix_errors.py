@@ -66,7 +66,7 @@ def test_default_matrix_covers_the_incident_upgrade_and_the_newest_server(matric
     assert (m.name, m.backend, m.postgres.version, m.postgres.bin_dir) == ("default", "native", 16, None)
     assert [(s.version, s.secure) for s in m.servers] == [("0.11.3", False), ("0.16.2", True), ("0.16.8", True)]
     assert [u.id for u in m.upgrades] == ["upgrade-0.11.3-to-0.16.2", "upgrade-0.16.2-to-0.16.8"]
-    assert [c.version for c in m.letta_code] == ["0.15.2", "0.25.9"]
+    assert [c.version for c in m.letta_code] == ["0.25.9", "0.34.12"]
     assert m.server_versions() == ["0.11.3", "0.16.2", "0.16.8"]
     assert [(k.check, str(k.server), str(k.letta_code)) for k in m.known_incompatibilities] == [
         ("letta_code", "<0.12", ">=0.15.2")]
@@ -77,7 +77,7 @@ def test_ci_matrix_runs_the_incident_upgrade_path(matrices_dir):
     assert (m.name, m.backend, m.postgres.version) == ("ci", "native", 16)
     assert [(s.version, s.secure) for s in m.servers] == [("0.11.3", False), ("0.16.2", True)]
     assert [(u.from_version, u.to_version) for u in m.upgrades] == [("0.11.3", "0.16.2")]
-    assert [c.version for c in m.letta_code] == ["0.15.2"]
+    assert [c.version for c in m.letta_code] == ["0.34.12"]
     assert [(k.check, str(k.server)) for k in m.known_incompatibilities] == [("letta_code", "<0.12")]
 
 

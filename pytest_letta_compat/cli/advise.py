@@ -1,0 +1,112 @@
+"""``letta-compat advise`` and ``letta-compat versions --letta-code``: answers from the shipped
+Letta Code release table and the server × Letta Code table measured by this project's own run."""
+
+from __future__ import annotations
+
+import argparse
+
+from packaging.version import Version
+
+from .. import versions
+from .. import versions_letta_code as lc
+from ..errors import LettaCompatError
+
+_OK = (lc.WORKS, lc.WARNS)
+
+
+def print_letta_code_table() -> int:
+    table = lc.release_table()
+    print(f"Letta Code releases (table of {table['refreshed']}, from npm {table['npm_package']} and PyPI "
+          f"{table['pypi_package']} >= {table['pypi_min']}):")
+    print(f"{'version':<9} {'source':<6} {'released':<11} installs")
+    for r in lc.releases():
+        print(f"{r.version:<9} {r.source:<6} {r.released:<11} {'yes' if r.installs else 'NO: ' + (r.why_not or '')}")
+    compat = lc.compat_table()
+    if not compat:
+        print("\nno measured server × Letta Code table is shipped")
+        return 0
+    servers = compat["servers"]
+    print(f"\nMeasured {compat['measured']} with `{compat['command']}`"
+          + (f"\n{compat['note']}" if compat.get("note") else ""))
+    print(f"{'Letta Code':<11} " + " ".join(f"{s:<9}" for s in servers))
+    short = {lc.WORKS: "works", lc.WARNS: "warning", lc.FAILS: "FAILS"}
+    for version in compat["letta_code"]:
+        cells = [lc.measured_pair(s, version) for s in servers]
+        print(f"{version:<11} " + " ".join(f"{short[c['outcome']] if c else '-':<9}" for c in cells))
+    print(f"(servers below 0.16.2 were not measured; {compat.get('floor_server', '0.11.3')} is the declared floor: "
+          "Letta Code's letta_v1_agent agents are refused by 0.11.x)")
+    return 0
+
+
+def _check_server(version: str) -> None:
+    if version not in versions.SERVER_RELEASES:
+        raise LettaCompatError(f"--server {version!r} is not a Letta server release. Allowed: "
+                               f"{', '.join(versions.known_server_versions())}.")
+
+
+def _check_letta_code(version: str) -> None:
+    if not lc.is_known(version):
+        raise LettaCompatError(f"--letta-code {version!r} is not in the release table. Allowed: {lc.describe_allowed()}.")
+
+
+def _measured_line(version: str, measured: list[str]) -> str | None:
+    """The measured release standing for ``version``: itself, else the measured one of its minor line."""
+    if version in measured:
+        return version
+    minor = ".".join(version.split(".")[:2])
+    return next((m for m in measured if ".".join(m.split(".")[:2]) == minor), None)
+
+
+def _verdict(pair: dict) -> str:
+    if pair["outcome"] == lc.FAILS:
+        lines = [f"  failing check: {f['check']} ({f['outcome']}): {f['evidence']}" for f in pair["failing"]]
+        return "fails\n" + "\n".join(lines)
+    if pair["outcome"] == lc.WARNS:
+        return f"works with a warning: {pair['warning']}"
+    return "works"
+
+
+def cmd_advise(args: argparse.Namespace) -> int:
+    _check_server(args.server)
+    if args.letta_code:
+        _check_letta_code(args.letta_code)
+    compat = lc.compat_table()
+    if not compat:
+        raise LettaCompatError("this installation ships no measured Letta Code table; run the matrix "
+                               "matrices/letta-code-table.toml yourself.")
+    print(f"(from the table measured {compat['measured']} by `{compat['command']}`)")
+    server = args.server
+    if server not in compat["servers"]:
+        print(f"Letta server {server} was not measured (measured: {', '.join(compat['servers'])}); "
+              "run the matrix with it to know.")
+        return 1 if Version(server) < Version(compat.get("floor_server", "0.11.3")) else 0
+    pairs = [p for p in compat["pairs"] if p["server"] == server]
+    working = [p["letta_code"] for p in pairs if p["outcome"] in _OK]
+    newest = max(working, key=Version) if working else None
+    code = 0
+    if args.letta_code:
+        line = _measured_line(args.letta_code, compat["letta_code"])
+        if line is None:
+            print(f"Letta Code {args.letta_code} (line {'.'.join(args.letta_code.split('.')[:2])}) was not measured; "
+                  f"measured: {', '.join(compat['letta_code'])}.")
+            return 1
+        pair = lc.measured_pair(server, line)
+        stand = "" if line == args.letta_code else f" (measured as {line}, the last release of its line)"
+        print(f"Letta Code {args.letta_code}{stand} on server {server}: {_verdict(pair)}")
+        code = 1 if pair["outcome"] == lc.FAILS else 0
+        ok_servers = [p["server"] for p in compat["pairs"] if p["letta_code"] == line and p["outcome"] in _OK]
+        print(f"lowest server for Letta Code {line}: "
+              + (min(ok_servers, key=Version) if ok_servers else "none measured works"))
+    else:
+        for p in sorted(pairs, key=lambda p: Version(p["letta_code"])):
+            print(f"  Letta Code {p['letta_code']:<8} {_verdict(p)}")
+    print(f"newest Letta Code for server {server}: {newest or 'none measured works'}"
+          + (f" (newest release: {lc.newest()}; measured lines stand for their releases)" if newest else ""))
+    return code
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    advise = sub.add_parser("advise", help="does Letta Code X work with server Y? (from the measured table)")
+    advise.add_argument("--server", required=True, help="the Letta server release you run, e.g. 0.16.2")
+    advise.add_argument("--letta-code", help="the Letta Code release you run or plan to run, e.g. 0.34.12")
+    advise.set_defaults(func=cmd_advise)

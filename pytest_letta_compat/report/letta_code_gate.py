@@ -1,0 +1,167 @@
+"""The gate for Letta Code bumps: which Letta Code the operator's repository pins (a package.json
+dependency on @letta-ai/letta-code, or a ``letta==X`` pin >= 0.32.13 in requirements*.txt or
+pyproject.toml: below that, PyPI's ``letta`` is the server), at the base ref and now; and a run
+of the new Letta Code against the server version the compose file pins."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from .. import versions_letta_code as lc
+from ..errors import LettaCompatError
+
+NPM_NAME = "@letta-ai/letta-code"
+_PIN = re.compile(r"^\s*letta\s*(?:\[[^\]]*\])?\s*===?\s*([0-9][0-9A-Za-z.+-]*)\s*(?:[;#].*)?$")
+
+
+@dataclass(frozen=True)
+class LettaCodePin:
+    version: str
+    where: str  # the file (relative to the repository) that pins it
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def _candidates(top: Path, ref: str | None) -> list[str]:
+    listing = _git(["ls-tree", "-r", "--name-only", ref] if ref else ["ls-files", "--cached", "--others",
+                                                                      "--exclude-standard"], top)
+    if listing.returncode != 0:
+        raise LettaCompatError(f"git could not list the files of {ref or 'the work tree'} in {top}: "
+                               f"{listing.stderr.strip()}.")
+    names = [n for n in listing.stdout.splitlines() if "node_modules/" not in n]
+    pick = re.compile(r"(^|/)(package\.json|requirements[^/]*\.txt|pyproject\.toml)$")
+    return sorted((n for n in names if pick.search(n)), key=lambda n: (n.count("/"), n))
+
+
+def _read(top: Path, ref: str | None, name: str) -> str | None:
+    if ref is None:
+        path = top / name
+        return path.read_text(errors="replace") if path.is_file() else None
+    shown = _git(["show", f"{ref}:{name}"], top)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def _exact(spec: str, where: str) -> str:
+    version = spec.strip().lstrip("=v")
+    try:
+        Version(version)
+    except InvalidVersion:
+        version = ""
+    if not re.fullmatch(r"\d+\.\d+\.\d+", version):
+        raise LettaCompatError(f"{where} pins Letta Code as {spec!r}: the gate needs an exact release (such as "
+                               f"\"{lc.newest()}\"), or say it with --letta-code-from/--letta-code-to.")
+    return version
+
+
+def _pins_in(name: str, text: str) -> list[str]:
+    if name.endswith("package.json"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return []
+        found = []
+        for section in ("dependencies", "devDependencies", "optionalDependencies"):
+            spec = (doc.get(section) or {}).get(NPM_NAME) if isinstance(doc, dict) else None
+            if isinstance(spec, str):
+                found.append(_exact(spec, f"{name} ({section})"))
+        return found
+    if name.endswith(".toml"):
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return []
+        project = doc.get("project") or {}
+        lines = list(project.get("dependencies") or [])
+        for extra in (project.get("optional-dependencies") or {}).values():
+            lines += list(extra)
+    else:
+        lines = text.splitlines()
+    found = []
+    for line in lines:
+        match = _PIN.match(str(line))
+        if match and Version(match.group(1)) >= lc.PYPI_MIN:  # below 0.32.13, `letta` is the server
+            found.append(match.group(1))
+    return found
+
+
+def pinned_letta_code(top: Path, ref: str | None) -> LettaCodePin | None:
+    """The Letta Code the repository pins at ``ref`` (None: the work tree), or None."""
+    for name in _candidates(top, ref):
+        text = _read(top, ref, name)
+        pins = _pins_in(name, text) if text else []
+        if pins:
+            return LettaCodePin(pins[0], name)
+    return None
+
+
+def letta_code_bump(compose: Path, base_ref: str, old: str | None = None,
+                    new: str | None = None) -> tuple[LettaCodePin, LettaCodePin] | None:
+    """(before, after) when the Letta Code pin moves between ``base_ref`` and the work tree
+    (or as given by --letta-code-from/--to); None when it does not move or nothing pins it."""
+    top_out = _git(["rev-parse", "--show-toplevel"], compose.resolve().parent)
+    top = Path(top_out.stdout.strip()) if top_out.returncode == 0 else None
+    if top is None and (old is None or new is None):
+        return None
+    before = LettaCodePin(old, "--letta-code-from") if old else pinned_letta_code(top, base_ref)
+    after = LettaCodePin(new, "--letta-code-to") if new else pinned_letta_code(top, None)
+    if after is None or (before is not None and before.version == after.version):
+        return None
+    if not lc.is_known(after.version):
+        raise LettaCompatError(f"{after.where} pins Letta Code {after.version}, which is not in the release table. "
+                               f"Allowed: {lc.describe_allowed()}.")
+    return (before or LettaCodePin("none", base_ref), after)
+
+
+def _toml_value(value) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def letta_code_matrix(server: str, letta_code: str, base_matrix: Path | None) -> str:
+    """The gate's matrix for a Letta Code bump: the compose file's server × the new Letta Code."""
+    base = tomllib.loads(base_matrix.read_text()) if base_matrix else {}
+    lines = [f'name = "gate-letta-code-{letta_code}-on-{server}"']
+    if "backend" in base:
+        lines.append(f"backend = {_toml_value(base['backend'])}")
+    if base.get("postgres"):
+        lines += ["[postgres]"] + [f"{k} = {_toml_value(v)}" for k, v in base["postgres"].items()]
+    lines += ["[[server]]", f'version = "{server}"', "[[letta_code]]", f'version = "{letta_code}"']
+    for entry in base.get("known_incompatibility", []):
+        lines += ["[[known_incompatibility]]"] + [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_letta_code_gate(server: str, bump: tuple[LettaCodePin, LettaCodePin], *, matrix: Path | None,
+                        suite: str | Path | None, report: str | None, pytest_args: list[str] | None,
+                        echo=print) -> int:
+    before, after = bump
+    echo(f"Letta Code moves from {before.version} to {after.version} ({after.where}): running it against "
+         f"Letta {server}, the version the compose file pins.")
+    measured = lc.measured_pair(server, after.version)
+    if measured:
+        echo(f"the measured table says: {measured['outcome']}")
+    with tempfile.TemporaryDirectory(prefix="letta-compat-gate-") as tmp:
+        matrix_file = Path(tmp) / "gate.toml"
+        matrix_file.write_text(letta_code_matrix(server, after.version, matrix))
+        tests = [str(Path(suite).resolve())] if suite else ["--letta-suite", tmp]
+        argv = [sys.executable, "-m", "pytest", *tests, f"--letta-matrix={matrix_file}", "-p", "no:cacheprovider",
+                "--letta-checks", "letta_code"]
+        if report:
+            argv.append(f"--letta-report={Path(report).resolve()}")
+        proc = subprocess.run(argv + list(pytest_args or []), cwd=None if suite else tmp)
+    if proc.returncode == 0:
+        echo(f"Letta Code {before.version} -> {after.version} on Letta {server}: compatible.")
+        return 0
+    echo(f"Letta Code {before.version} -> {after.version} on Letta {server}: NOT compatible (pytest exit "
+         f"{proc.returncode}); do not merge this bump.")
+    return 1

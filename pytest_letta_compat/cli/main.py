@@ -13,9 +13,9 @@ import sys
 
 from .. import __version__
 from ..errors import LettaCompatError
-from . import advise, images, init, operations, reports, schema, servers
+from . import advise, images, init, move, operations, reports, schema, servers
 
-GROUPS = (init, servers, advise, reports, schema, operations, images)
+GROUPS = (init, servers, advise, reports, schema, operations, move, images)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,8 @@
 A 0.11.3 database seeded through the real 0.11.3 API: an agent with a long history (> 120
 stored messages), a "/" name and a non-ASCII name set by PATCH, a custom tool, archival
 memory, and a tool environment variable. Its dump is rehearsed to real targets; the
-half-applied incident database (0.16.1's head, no sequence_id default) too; bad inputs exit 2.
+half-applied incident database (stopped between 0.16.1 and 0.16.2, no sequence_id default) too;
+bad inputs exit 2.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pytest_letta_compat.rest.agents import create_agent, send_message
 pytestmark = pytest.mark.letta_check("upgrade")
 
 OLD = "0.11.3"
+HALF_WAY = "ee2b43eea55e"  # 0.16.2's first revision: steps.request_id, but no conversations yet
 SECRET = "tok-" + secrets.token_hex(12)  # the tool env var's value: must never be printed or written
 SLASH_NAME, UNICODE_NAME = "AI/ML Expert", "Café Ørsted 東京"
 TOOL_SOURCE = '''def roll_dice(sides: int) -> str:
@@ -183,14 +185,15 @@ def fingerprint(letta_postgres, name: str) -> dict:
 
 
 def test_the_incident_database_comes_through_after_fix_ups_from_a_plain_sql_dump(seeded, letta_postgres, tmp_path):
-    """0.16.1's head (an interrupted 0.16.2 upgrade) and no sequence_id default (a schema built by hand)."""
+    """An interrupted 0.16.2 upgrade (ee2b43eea55e: past 0.16.1's head, before 0.16.2's) and no sequence_id
+    default (a hand-built schema): the seed incident's database."""
     name, _, dump = seeded
     half = f"rehearse_half_{uuid.uuid4().hex[:6]}"
     with letta_postgres.connect("postgres") as conn:
         conn.execute(f'CREATE DATABASE "{half}" TEMPLATE "{name}" OWNER letta')
         conn.execute(f'ALTER DATABASE "{half}" SET search_path TO letta')
     dsn = letta_postgres.dsn(half)
-    upgrade_database(dsn, versions.server_release("0.16.1").alembic_head, letta_postgres.cache)
+    upgrade_database(dsn, HALF_WAY, letta_postgres.cache)
     with letta_postgres.connect(half) as conn:
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
     plain = tmp_path / "incident.sql"

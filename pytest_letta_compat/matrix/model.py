@@ -21,12 +21,13 @@ BACKENDS = ("native", "docker")
 CHECKS = ("smoke", "schema", "api", "roundtrip", "upgrade", "letta_code")
 
 _ALLOWED_KEYS: dict[str, set[str]] = {
-    "": {"name", "backend", "postgres", "server", "upgrade", "letta_code", "known_incompatibility"},
+    "": {"name", "backend", "postgres", "server", "upgrade", "letta_code", "known_incompatibility", "rehearsal"},
     "postgres": {"version", "bin_dir", "image"},
     "server": {"version", "backend", "secure"},
     "upgrade": {"from", "to"},
     "letta_code": {"version"},
     "known_incompatibility": {"server", "letta_code", "check", "reason"},
+    "rehearsal": {"dump", "to", "letta_code"},
 }
 
 
@@ -57,6 +58,19 @@ class UpgradeEntry:
     @property
     def id(self) -> str:
         return f"upgrade-{self.from_version}-to-{self.to_version}"
+
+
+@dataclass(frozen=True)
+class RehearsalEntry:
+    """``letta-compat rehearse --dump DUMP --to TO_VERSION`` as a test (one per target)."""
+
+    dump: Path
+    to_version: str
+    letta_code: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return f"rehearsal-{self.dump.name.split('.')[0]}-to-{self.to_version}"
 
 
 @dataclass(frozen=True)
@@ -96,6 +110,7 @@ class Matrix:
     postgres: PostgresSpec
     servers: tuple[ServerEntry, ...] = ()
     upgrades: tuple[UpgradeEntry, ...] = ()
+    rehearsals: tuple[RehearsalEntry, ...] = ()
     letta_code: tuple[LettaCodeEntry, ...] = ()
     known_incompatibilities: tuple[KnownIncompatibility, ...] = field(default=())
 
@@ -269,13 +284,33 @@ def parse_matrix(doc: dict, path: Path, *, require_entries: bool = True) -> Matr
             letta_code=r.specifier(f"{key}.letta_code", t["letta_code"]) if "letta_code" in t else None,
         ))
 
-    for seen, kind in ((servers, "server"), (upgrades, "upgrade"), (letta_code, "letta_code")):
+    rehearsals = []
+    for key, t in r.tables(doc, "rehearsal"):
+        dump = t.get("dump")
+        if not isinstance(dump, str) or not dump:
+            raise r.fail(f"{key}.dump", dump, "the path of a pg_dump of a Letta database (custom format or plain "
+                                              "SQL), relative to the matrix file")
+        dump_path = (path.parent / dump) if not Path(dump).is_absolute() else Path(dump)
+        if not dump_path.is_file():
+            raise r.fail(f"{key}.dump", dump, f"an existing file ({dump_path} is not one)")
+        targets = t.get("to")
+        targets = [targets] if isinstance(targets, str) else targets
+        if not isinstance(targets, list) or not targets:
+            raise r.fail(f"{key}.to", t.get("to"), 'a list of releases to rehearse the upgrade to, e.g. ["0.16.8"]')
+        codes = t.get("letta_code", [])
+        if not isinstance(codes, list) or not all(isinstance(c, str) and versions.is_known_letta_code(c) for c in codes):
+            raise r.fail(f"{key}.letta_code", codes, "a list of Letta Code versions that install")
+        for i, target in enumerate(targets):
+            rehearsals.append(RehearsalEntry(dump_path, r.server_version(f"{key}.to[{i}]", target), tuple(codes)))
+
+    for seen, kind in ((servers, "server"), (upgrades, "upgrade"), (letta_code, "letta_code"),
+                       (rehearsals, "rehearsal")):
         ids = [e.id for e in seen]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise MatrixError(f"{path}: [[{kind}]] lists {dupes[0]} twice; each entry must be unique.")
 
-    if require_entries and not servers and not upgrades:
+    if require_entries and not servers and not upgrades and not rehearsals:
         raise MatrixError(
             f"{path}: the matrix has no [[server]] and no [[upgrade]] entry, so nothing would be tested. A matrix "
             f"needs at least one, e.g. [[server]] version = \"{versions.known_server_versions()[-1]}\" "
@@ -283,6 +318,6 @@ def parse_matrix(doc: dict, path: Path, *, require_entries: bool = True) -> Matr
 
     return Matrix(
         path=path, name=name, backend=backend, postgres=postgres,
-        servers=tuple(servers), upgrades=tuple(upgrades), letta_code=tuple(letta_code),
+        servers=tuple(servers), upgrades=tuple(upgrades), letta_code=tuple(letta_code), rehearsals=tuple(rehearsals),
         known_incompatibilities=tuple(known),
     )

@@ -1,11 +1,13 @@
 """Idempotent SQL repairs for drift Letta's migrations do not repair, each detected first.
 
-Both concern ``messages.sequence_id``, which every new message draws from a sequence:
+The first two concern ``messages.sequence_id``, which every new message draws from a sequence:
 migration e991d2e3b428 creates ``message_seq_id`` and the column default
 ``nextval('message_seq_id'::regclass)``. A schema built another way has no default (every
 insert fails NOT NULL: HTTP 409 at 0.16), the seed incident's hand fix used a sequence of
 another name, and a bulk restore leaves the sequence behind the data (unique violations).
 Either way Letta 0.16.2 may answer 200 yet keep none of the new messages.
+The third moves secrets set on 0.11.x into the ``*_enc`` columns 0.16.x reads (found by
+``letta-compat rehearse``: without it tool environment variables read as "<encrypted>").
 Everything runs in one transaction in whichever schema holds the tables.
 """
 
@@ -95,7 +97,60 @@ class SequenceBehind:
         conn.execute("SELECT setval(%s, %s, false)", (qualified_name(sequence), _largest_id(conn) + 1))
 
 
-FIXUPS = (SequenceDefault(), SequenceBehind())
+# Secrets 0.16.x reads only from the ``*_enc`` column. Migrations 8149a781ac1b and eff256d296cb
+# fill it only when LETTA_ENCRYPTION_KEY is set at migration time, and no migration ever fills
+# agent_environment_variables.value_enc: values set on 0.11.x then read as "<encrypted>" (tools
+# run without them). Letta itself, when no key is configured, stores the plaintext in the
+# ``_enc`` column (Secret.from_plaintext) and reads it back as is; with a key configured it
+# still returns a value that does not decrypt and does not look encrypted as plaintext.
+PLAINTEXT_SECRETS = (
+    ("agent_environment_variables", "value", "value_enc"),
+    ("sandbox_environment_variables", "value", "value_enc"),
+    ("providers", "api_key", "api_key_enc"),
+    ("providers", "access_key", "access_key_enc"),
+    ("mcp_server", "token", "token_enc"),
+    ("mcp_server", "custom_headers", "custom_headers_enc"),
+    ("mcp_oauth", "access_token", "access_token_enc"),
+    ("mcp_oauth", "refresh_token", "refresh_token_enc"),
+    ("mcp_oauth", "client_secret", "client_secret_enc"),
+)
+
+
+def _stranded_secrets(conn: psycopg.Connection) -> list[tuple[str, str, str, int]]:
+    """(table, plain column, _enc column, rows) where a value sits only in the plain column."""
+    found = []
+    for table, plain, encrypted in PLAINTEXT_SECRETS:
+        columns = {r[0] for r in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
+            (table,)).fetchall()}
+        if not {plain, encrypted} <= columns:
+            continue
+        (count,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL AND {}::text <> ''").format(
+            sql.Identifier(table), sql.Identifier(encrypted), sql.Identifier(plain), sql.Identifier(plain))).fetchone()
+        if count:
+            found.append((table, plain, encrypted, count))
+    return found
+
+
+class PlaintextSecrets:
+    name = "secrets only in plaintext columns"
+
+    def detect(self, conn: psycopg.Connection) -> str | None:
+        found = _stranded_secrets(conn)
+        if not found:
+            return None
+        where = ", ".join(f"{count} in {table}.{plain}" for table, plain, _, count in found)
+        return (f"{sum(f[3] for f in found)} secret value(s) are only in the plaintext columns Letta 0.16.x no longer "
+                f"reads ({where}): the API returns '<encrypted>' and tools run without them")
+
+    def apply(self, conn: psycopg.Connection) -> None:
+        for table, plain, encrypted, _ in _stranded_secrets(conn):
+            conn.execute(sql.SQL("UPDATE {} SET {} = {}::text WHERE {} IS NULL AND {} IS NOT NULL AND {}::text <> ''").format(
+                sql.Identifier(table), sql.Identifier(encrypted), sql.Identifier(plain), sql.Identifier(encrypted),
+                sql.Identifier(plain), sql.Identifier(plain)))
+
+
+FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets())
 
 
 def run_fixups(database: LettaDatabase, *, apply: bool) -> list[FixupResult]:

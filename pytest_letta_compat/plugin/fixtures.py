@@ -19,7 +19,7 @@ from ..cache import ENV_VAR as CACHE_ENV, cache_root
 from ..errors import LettaCompatError
 from ..provision.fake_llm import FakeLLM
 from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
-from ..matrix.model import Matrix, PostgresSpec, ServerEntry, UpgradeEntry
+from ..matrix.model import Matrix, PostgresSpec, RehearsalEntry, ServerEntry, UpgradeEntry
 from .stash import BACKEND_KEY, MATRIX_KEY, STACKS_KEY
 
 # the Letta Code runs of a test, attached to its report when it fails
@@ -110,6 +110,31 @@ def letta_server_entry(request: pytest.FixtureRequest) -> ServerEntry:
 def letta_upgrade_entry(request: pytest.FixtureRequest) -> UpgradeEntry:
     """The current matrix [[upgrade]] entry: ``from_version`` and ``to_version``."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def letta_rehearsal_entry(request: pytest.FixtureRequest) -> RehearsalEntry:
+    """The current matrix [[rehearsal]] entry: ``dump``, ``to_version``, ``letta_code``."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def letta_rehearsal(letta_rehearsal_entry: RehearsalEntry, letta_backend: LettaBackend) -> Iterator:
+    """``letta-compat rehearse --dump DUMP --to VERSION`` of the current [[rehearsal]] entry, done once:
+    ``.report`` (the JSON report), ``.path("letta-compat" | "image")``, and on a path's upgraded copy
+    ``.dsn(path)`` and ``.start_server(path)`` (the target release; stop() it) for checks of your own."""
+    from ..operations.rehearse import LettaRehearsal, RehearsalRequest
+
+    entry = letta_rehearsal_entry
+    try:
+        rehearsal = LettaRehearsal(RehearsalRequest(targets=[entry.to_version], cache=letta_backend.cache,
+                                                    dump=entry.dump), progress=lambda line: None)
+    except LettaCompatError as exc:
+        _fail(exc)
+    try:
+        yield rehearsal
+    finally:
+        rehearsal.close()
 
 
 @pytest.fixture(scope="session")

@@ -361,7 +361,11 @@ def run_letta_code_tty(install: LettaCodeInstall, args: list[str] | tuple[str, .
                     chunk = os.read(master, 65536)
                 except OSError:  # the terminal closed: the program exited
                     chunk = b""
-                if not chunk:
+                if not chunk:  # the program exited: collect its exit code
+                    try:
+                        proc.wait(5)
+                    except subprocess.TimeoutExpired:
+                        pass
                     break
                 raw += chunk
                 if until and until in _ANSI.sub("", raw.decode("utf-8", "replace")):

@@ -217,3 +217,15 @@ def test_an_unchanged_pin_is_no_bump_and_a_range_is_bad_input(repo, capsys):
     (repo / "package.json").write_text(package_json("99.0.0"))
     code, out, err = cli(capsys, "gate", "--compose", str(repo / "docker-compose.yml"), "--base-ref", "HEAD")
     assert code == 2 and "pins Letta Code 99.0.0, which is not in the release table" in err
+
+
+def test_a_terminal_run_shows_the_screen_text_and_stops(tmp_path):
+    from pytest_letta_compat.provision.letta_code import run_letta_code_tty
+
+    install = ensure_letta_code("0.34.12", cache_root())
+    screen = run_letta_code_tty(install, ["--version"], base_url="http://127.0.0.1:9", home=tmp_path / "h",
+                                cwd=tmp_path / "w", seconds=30)
+    assert screen.returncode == 0 and screen.stdout.strip() == "0.34.12 (Letta Code)", screen.describe()
+    stopped = run_letta_code_tty(install, [], base_url="http://127.0.0.1:9", home=tmp_path / "h",
+                                 cwd=tmp_path / "w", seconds=3)
+    assert stopped.duration < 10  # the interactive UI exits (no server at :9) or is stopped: never waited for

@@ -5,12 +5,24 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
 from ..errors import ProvisioningError, register_secret
 from .install import ServerInstall
 from .procs import ManagedProcess, free_port, wait_until
+
+
+def without_ssl(dsn: str) -> str:
+    """``dsn`` with ``sslmode=disable`` unless it says otherwise. Our embedded PostgreSQL runs
+    without SSL: asyncpg's default ``prefer`` would ask for SSL on every new connection, and
+    Letta with pooling on (LETTA_DISABLE_SQLALCHEMY_POOLING=false) forces ``ssl=require`` on a
+    DSN that names no mode. Letta turns ``sslmode=`` into asyncpg's ``ssl=`` itself."""
+    query = urlsplit(dsn).query
+    if any(key in ("sslmode", "ssl") for key, _ in parse_qsl(query, keep_blank_values=True)):
+        return dsn
+    return f"{dsn}{'&' if query else '?'}sslmode=disable"
 
 
 class LettaServerProcess:
@@ -51,7 +63,7 @@ class LettaServerProcess:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self.home),
-            "LETTA_PG_URI": self.dsn,
+            "LETTA_PG_URI": without_ssl(self.dsn),
             "PYTHONUNBUFFERED": "1",
             "LC_ALL": "C.UTF-8",
             "TZ": "UTC",

@@ -74,12 +74,18 @@ def cmd_advise(args: argparse.Namespace) -> int:
     if not compat:
         raise LettaCompatError("this installation ships no measured Letta Code table; run the matrix "
                                "matrices/letta-code-table.toml yourself.")
-    print(f"(from the table measured {compat['measured']} by `{compat['command']}`)")
+    print(f"(from the table measured {compat['measured']}, {len(compat['pairs'])} pairs; "
+          "`letta-compat versions --letta-code` shows it and how it was measured)")
     server = args.server
+    if Version(server) < Version("0.12"):
+        print(f"Letta Code on server {server}: fails (declared, the floor): Letta Code creates letta_v1_agent "
+              "agents, which Letta 0.11.x refuses (POST /v1/agents/ answers 422) before the first turn.\n"
+              f"lowest measured server: {compat['servers'][0]}")
+        return 1
     if server not in compat["servers"]:
         print(f"Letta server {server} was not measured (measured: {', '.join(compat['servers'])}); "
-              "run the matrix with it to know.")
-        return 1 if Version(server) < Version(compat.get("floor_server", "0.11.3")) else 0
+              "run matrices/letta-code-table.toml with it to know.")
+        return 1
     pairs = [p for p in compat["pairs"] if p["server"] == server]
     working = [p["letta_code"] for p in pairs if p["outcome"] in _OK]
     newest = max(working, key=Version) if working else None

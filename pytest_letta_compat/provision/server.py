@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from ..errors import ProvisioningError, register_secret
+from ..errors import ProvisioningError, redact, register_secret
 from .install import ServerInstall
 from .procs import ManagedProcess, free_port, wait_until
 
@@ -94,6 +94,7 @@ class LettaServerProcess:
                 self.started_in = wait_until(
                     f"Letta server {self.version} to report healthy on {self.url}/v1/health/",
                     self._healthy, timeout=self.start_timeout, process=self.process, interval=0.2)
+                self.scrub_home()
                 return self
             except ProvisioningError:
                 self.process.stop()
@@ -104,6 +105,17 @@ class LettaServerProcess:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+        self.scrub_home()
+
+    def scrub_home(self) -> None:
+        """Letta writes its DSN, password included, into ``~/.letta/config`` at start (and reads it
+        only then): mask it, so a CI job that uploads pytest's basetemp publishes no password."""
+        for path in (self.home / ".letta").glob("config*"):
+            if path.is_file():
+                text = path.read_text(errors="replace")
+                masked = redact(text)
+                if masked != text:
+                    path.write_text(masked)
 
     def log_tail(self, lines: int = 80) -> str:
         return self.process.log_tail(lines) if self.process else ""

@@ -157,7 +157,7 @@ def memory_files(blocks: list[dict]) -> dict[str, str]:
 
 
 # -- history --------------------------------------------------------------------------------
-def _ms(date: str | None) -> int:
+def epoch_ms(date: str | None) -> int:
     if not date:
         return 0
     try:
@@ -243,7 +243,7 @@ def convert_history(history: list[dict], state: dict, agent_id: str, model: str)
             answered.update(str(r.get("tool_call_id")) for r in _returns(m))
 
     def base(mid: str, parts: list[dict]) -> dict:
-        ms = _ms(parts[0].get("date"))
+        ms = epoch_ms(parts[0].get("date"))
         return {"id": mid, "timestamp": ms,
                 "metadata": {"created_at": _iso(ms), "updated_at": _iso(ms), "agent_id": agent_id,
                              "conversation_id": DEFAULT_CONVERSATION}}

@@ -331,7 +331,7 @@ def move_to_local(*, letta_code: str, storage_dir: Path, url: str | None = None,
                 outcome.left_behind_file = str(left_file)
                 _write_private(left_file, {"agent": state["name"], "source_id": state["id"], "local_id": local_id,
                                            "source": source, "source_version": version, **left})
-                created = layout._ms(state.get("created_at")) or int(time.time() * 1000)
+                created = layout.epoch_ms(state.get("created_at")) or int(time.time() * 1000)
                 layout.write_agent(storage, record, history, files, created)
                 _record_move(storage, local_id, state, source, version, letta_code)
         except LettaCompatError as exc:

@@ -44,6 +44,18 @@ def cache_root(explicit: str | os.PathLike | None = None) -> Path:
 @contextmanager
 def locked(path: Path, timeout: float = 1800) -> Iterator[None]:
     """Hold an inter-process lock named after ``path`` (installs can take minutes)."""
+    from filelock import Timeout
+
+    from .provision import progress
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=timeout):
+    lock = FileLock(str(path) + ".lock", timeout=timeout)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:  # another run holds it: say so, and how long the wait took
+        with progress.phase(f"waiting for another run's lock on {path}", done="got it"):
+            lock.acquire()
+    try:
         yield
+    finally:
+        lock.release()

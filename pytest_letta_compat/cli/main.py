@@ -13,9 +13,10 @@ import sys
 
 from .. import __version__
 from ..errors import LettaCompatError
-from . import advise, images, init, move, operations, reports, schema, servers
+from ..provision import progress
+from . import advise, images, init, move, operations, rehearse, reports, schema, servers
 
-GROUPS = (init, servers, advise, reports, schema, operations, move, images)
+GROUPS = (init, servers, advise, reports, schema, operations, move, rehearse, images)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with progress.reporting_to(lambda line: print(f"letta-compat: {line}", file=sys.stderr, flush=True)):
+            return args.func(args)
     except LettaCompatError as exc:
         print(f"letta-compat: error: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,8 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_server,
     letta_server_entry,
     letta_server_factory,
+    letta_rehearsal,
+    letta_rehearsal_entry,
     letta_upgrade_entry,
 )
 from ..provision.letta_code import LettaCodePair
@@ -35,7 +37,9 @@ from ..matrix.model import BACKENDS, CHECKS, Matrix, ServerEntry, UpgradeEntry, 
 from ..cache import cache_root
 from ..paths import output_file
 from . import suite_collector
-from .reporting import ReportCollector
+from .xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401 - a hook, registered with this module
+from .reporting import ReportCollector, server_log_section
+from . import progress
 from ..matrix.shards import parse_shard, shard_of
 from .stash import SHARD_KEY, BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, SESSION_START_KEY, STACKS_KEY
 
@@ -52,6 +56,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--letta-compose", metavar="PATH", default=None,
                     help="Your Docker Compose file: its pinned Letta image becomes the run's only [[server]] "
                          "entry, served by your own stack (docker backend). Unpinned images are refused.")
+    group.addoption("--letta-logs", metavar="DIR", default=None,
+                    help="Where a failing test's server logs are copied (the report names each copy). Default: "
+                         "the letta_logs ini key, else beside --letta-report (<report>-logs/), else "
+                         "<cache>/logs/<session start>/.")
     group.addoption("--letta-report", metavar="PATH", default=None,
                     help="Write the compatibility grid: PATH.json, .md or .html by suffix; a bare PATH writes all three.")
     group.addoption("--letta-shard", metavar="K/N", default=None,
@@ -68,6 +76,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("letta_matrix", "Matrix file used when neither --letta-matrix nor $LETTA_MATRIX is set "
                   "(relative to the rootdir).", default=None)
     parser.addini("letta_cache_dir", "Cache directory for Letta installs.", default=None)
+    parser.addini("letta_logs", "Folder for the server logs of failing tests (see --letta-logs).", default=None)
     parser.addini("letta_start_timeout", "Seconds a server may take to become healthy.", default="300")
 
 
@@ -121,6 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except LettaCompatError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(ReportCollector(config, str(matrix.path) if matrix else ""), "letta-compat-report")
+    progress.register(config)
 
 
 def _check_options(config: pytest.Config) -> None:
@@ -163,7 +173,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
             f"PostgreSQL {matrix.postgres.bin_dir or matrix.postgres.version}")
 
 
-_PARAMETRIZED = {"letta_server_entry": ("servers", "[[server]]"), "letta_upgrade_entry": ("upgrades", "[[upgrade]]")}
+_PARAMETRIZED = {"letta_server_entry": ("servers", "[[server]]"), "letta_upgrade_entry": ("upgrades", "[[upgrade]]"),
+                 "letta_rehearsal_entry": ("rehearsals", "[[rehearsal]]")}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -202,7 +213,8 @@ def _parametrize_letta_code_pairs(metafunc: pytest.Metafunc, matrix: Matrix | No
 
 def _entry_of(item: pytest.Item) -> ServerEntry | UpgradeEntry | None:
     params = getattr(getattr(item, "callspec", None), "params", {})
-    return params.get("letta_server_entry") or params.get("letta_upgrade_entry")
+    return (params.get("letta_server_entry") or params.get("letta_upgrade_entry")
+            or params.get("letta_rehearsal_entry"))
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's loadgroup hook reads the xdist_group markers
@@ -261,7 +273,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         stacks = list(item.stash.get(STACKS_KEY, []))
         stacks += [v for v in getattr(item, "funcargs", {}).values() if _is_stack(v) and v not in stacks]
         for stack in stacks:
-            report.sections.append((f"Letta {stack.version} server log ({stack.log_path})", stack.log_tail(200)))
+            report.sections.append(server_log_section(item.config, item.nodeid, stack))
         for run in item.stash.get(LETTA_CODE_RUNS_KEY, []):
             report.sections.append((f"Letta Code {run.version}: {run.command}", run.describe()))
     # whatever a test printed or raised, server and database passwords never reach a report

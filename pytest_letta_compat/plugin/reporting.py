@@ -6,15 +6,71 @@ report's ``user_properties``, so the controller can build the grid from reports 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import time
 from pathlib import Path
 
 import pytest
 
+from ..cache import ENV_VAR as CACHE_ENV, cache_root
+from ..errors import LettaCompatError, redact
+from ..provision.logexcerpt import excerpt
 from ..report.grid import Report, CheckOutcome
 
 CELL_PROPERTY = "letta_compat_cell"
 _LOG_SECTION = "server log"
 NOTE_PROPERTY = "letta_compat_note"
+_LOGS_DIR_KEY = pytest.StashKey[Path]()
+EXCERPT_LINES = 120
+_STARTED = time.time()
+
+
+def logs_dir(config: pytest.Config) -> Path:
+    """Where a failing test's server logs are copied, outside pytest's rotating basetemp:
+    --letta-logs, the letta_logs ini key, beside --letta-report (``<report>-logs/``), or
+    ``<cache>/logs/<session start>/``. One folder per session (shared by xdist workers)."""
+    if _LOGS_DIR_KEY in config.stash:
+        return config.stash[_LOGS_DIR_KEY]
+    explicit = config.getoption("--letta-logs", None) or config.getini("letta_logs")
+    if explicit:
+        base = Path(explicit)
+    elif config.getoption("--letta-report", None):
+        report = Path(config.getoption("--letta-report"))
+        base = report.with_name(report.name.removesuffix(report.suffix) + "-logs")
+    else:
+        cache = (config.getoption("--letta-cache-dir", None) or os.environ.get(CACHE_ENV)
+                 or config.getini("letta_cache_dir") or None)
+        run = getattr(config, "workerinput", {}).get("testrunuid") or f"{os.getpid()}"
+        base = cache_root(cache) / "logs" / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(_STARTED))}-{run[:8]}"
+    config.stash[_LOGS_DIR_KEY] = base
+    return base
+
+
+def _safe(nodeid: str) -> str:
+    name = re.sub(r"[^\w.-]+", "_", nodeid).strip("_")
+    return name if len(name) <= 120 else name[:100] + "-" + hashlib.sha256(nodeid.encode()).hexdigest()[:12]
+
+
+def server_log_section(config: pytest.Config, nodeid: str, stack) -> tuple[str, str]:
+    """(title, excerpt) of ``stack``'s log for the report of the failing test ``nodeid``; the
+    whole log is copied first to a folder that outlives basetemp, and the title names it."""
+    source = Path(stack.log_path)
+    try:
+        text = source.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = stack.log_tail(200)
+    where = source
+    try:
+        target = logs_dir(config) / _safe(nodeid) / f"letta-{stack.version}-{source.parent.name}-{source.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(redact(text), encoding="utf-8")
+        where = target
+    except (OSError, LettaCompatError) as exc:  # an unwritable folder must not hide the failure
+        text += f"\n(could not copy this log to the logs folder: {exc})"
+    return f"Letta {stack.version} server log ({where})", excerpt(redact(text), max_lines=EXCERPT_LINES)
 
 
 def cell_of(item: pytest.Item) -> tuple[str, str] | None:
@@ -74,9 +130,10 @@ class ReportCollector:
             (report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longreprtext))
         if outcome == "passed":  # a pass can carry a note: record_property("letta_compat_note", "...")
             message = "\n".join(str(v) for k, v in report.user_properties if k == NOTE_PROPERTY)
-        logs = "\n".join(text for title, text in report.sections if title.endswith(")") and _LOG_SECTION in title)
+        logs = "\n".join(f"{title}\n{text}" for title, text in report.sections
+                         if title.endswith(")") and _LOG_SECTION in title)
         record = CheckOutcome(nodeid=report.nodeid, row=cell[0], column=cell[1], outcome=outcome,
-                             message=str(message)[-6000:], log_excerpt="\n".join(logs.splitlines()[-80:]),
+                             message=str(message)[-6000:], log_excerpt="\n".join(logs.splitlines()[:EXCERPT_LINES]),
                              duration=round(report.duration, 3))
         if previous is None:
             self._by_id[report.nodeid] = record

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import versions
 from ..errors import ProvisioningError, redact
+from . import progress
 from .install import ensure_migration_scripts, ensure_server
 
 
@@ -24,19 +25,33 @@ def alembic_env(dsn: str, home: Path) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1", "LC_ALL": "C.UTF-8"}
 
 
+def _where(dsn: str) -> str:
+    """``database db at host:port``, without user or password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(dsn)
+        return f"database {parts.path.lstrip('/') or '?'} at {parts.hostname}:{parts.port}"
+    except ValueError:
+        return "the database"
+
+
 def upgrade_database(dsn: str, revision: str, cache: Path, *, log_path: Path | None = None,
                      timeout: float = 900) -> float:
     """``alembic upgrade <revision>`` on ``dsn``; returns the seconds it took."""
     scripts = ensure_migration_scripts(cache)
     migrator = ensure_server(versions.MIGRATIONS_SOURCE, cache)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="letta-compat-alembic-") as home:
+    with tempfile.TemporaryDirectory(prefix="letta-compat-alembic-") as home, \
+            progress.phase(f"alembic upgrade {revision} on {redact(_where(dsn))}"):
         try:
             proc = subprocess.run([str(migrator.alembic), "upgrade", revision], cwd=scripts,
                                   env=alembic_env(dsn, Path(home)), capture_output=True, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ProvisioningError(f"alembic upgrade {revision} did not finish within {timeout:.0f} s.") from None
+        if proc.returncode != 0:
+            progress.emit(f"alembic upgrade {revision} exited with code {proc.returncode}")
     output = redact(proc.stdout + proc.stderr)
     if log_path is not None:
         with open(log_path, "a", encoding="utf-8") as log:

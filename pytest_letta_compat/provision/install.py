@@ -25,6 +25,7 @@ import httpx
 from .. import versions
 from ..cache import locked
 from ..errors import ProvisioningError, redact
+from . import progress
 
 PYPI_SIMPLE = os.environ.get("LETTA_COMPAT_PYPI_SIMPLE", "https://pypi.org/simple")
 
@@ -88,12 +89,14 @@ def ensure_server(version: str, cache: Path) -> ServerInstall:
         started = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)
         uv = uv_binary()
-        # the servers need a Python they support (3.11-3.13); the one running us will do
-        _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], f"Creating a venv for Letta {version}")
-        _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-              "--exclude-newer", release.exclude_newer, release.pip_spec],
-             f"Installing Letta server {version} ({release.pip_spec}, dependencies as of "
-             f"{release.exclude_newer})")
+        with progress.phase(f"installing Letta {version} into {venv} (uv, dependencies as of "
+                            f"{release.exclude_newer})", done="installed"):
+            # the servers need a Python they support (3.11-3.13); the one running us will do
+            _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], f"Creating a venv for Letta {version}")
+            _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+                  "--exclude-newer", release.exclude_newer, release.pip_spec],
+                 f"Installing Letta server {version} ({release.pip_spec}, dependencies as of "
+                 f"{release.exclude_newer})")
         marker.write_text(wanted)
         return ServerInstall(version, venv, time.monotonic() - started)
 
@@ -122,11 +125,12 @@ def ensure_migration_scripts(cache: Path) -> Path:
     with locked(target):
         if marker.exists():
             return target
-        url = _sdist_url(version)
-        try:
-            data = httpx.get(url, timeout=300, follow_redirects=True).raise_for_status().content
-        except httpx.HTTPError as exc:
-            raise ProvisioningError(f"Downloading letta-{version}.tar.gz failed: {exc}.") from None
+        with progress.phase(f"downloading Letta's migration scripts (letta-{version}.tar.gz)"):
+            url = _sdist_url(version)
+            try:
+                data = httpx.get(url, timeout=300, follow_redirects=True).raise_for_status().content
+            except httpx.HTTPError as exc:
+                raise ProvisioningError(f"Downloading letta-{version}.tar.gz failed: {exc}.") from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != versions.MIGRATIONS_SDIST_SHA256:
             raise ProvisioningError(

@@ -107,7 +107,7 @@ def _letta_compat_commands(path: Path) -> list[tuple[str, list[str], dict[str, s
     env: dict[str, str] = {}
     found = []
     for body in blocks(path, "bash"):
-        for line in body.splitlines():
+        for line in body.replace("\\\n", " ").splitlines():  # a line continued with a backslash is one line
             try:
                 words = shlex.split(line, comments=True)
             except ValueError as exc:

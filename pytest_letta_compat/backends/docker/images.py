@@ -125,9 +125,11 @@ def debian_mirror() -> str:
 
 def _stream_build(client, context: Path, dockerfile: str, tag: str, buildargs: dict[str, str],
                   log_path: Path, progress: Callable[[str], None]) -> float:
+    from ...provision import progress as phases
+
     started = time.monotonic()
     last_error = None
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8") as log, phases.phase(f"building image {tag}", done="built"):
         log.write(f"$ docker build -f {dockerfile} -t {tag} {context}\n")
         for event in client.api.build(path=str(context), dockerfile=dockerfile, tag=tag, buildargs=buildargs,
                                       rm=True, forcerm=True, decode=True):

@@ -9,7 +9,6 @@ Pytest-free and argparse-free: the CLI (``cli/init.py``) only parses arguments a
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -22,6 +21,7 @@ from .. import __version__, versions, versions_letta_code
 from ..errors import LettaCompatError
 from ..paths import output_file
 from . import compose_file
+from .writer import toml_value
 
 MATRIX_FILE = "letta-matrix.toml"
 WORKFLOW_FILE = Path(".github") / "workflows" / "letta-gate.yml"
@@ -95,7 +95,7 @@ def read_deployment(directory: Path, *, compose: str | os.PathLike | None = None
 
 def matrix_text(d: Deployment) -> str:
     """The operator's ``letta-matrix.toml``."""
-    q = json.dumps
+    q = toml_value
     source = f"from {d.compose}" if d.compose else f"with --from {d.version}"
     lines = [
         f"# Written by `letta-compat init` {source}: the Letta release you run today, and an upgrade",

@@ -6,11 +6,9 @@ Pytest-free: it writes a matrix for the path and runs the suite in a pytest subp
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
 
 from packaging.version import Version
@@ -19,6 +17,7 @@ from .. import versions
 from ..errors import LettaCompatError
 from ..matrix.compose_file import OVERRIDE_NAMES, check_pinned, letta_image_tag
 from ..matrix.model import load_matrix
+from ..matrix.writer import derived_matrix
 from ..paths import output_file
 from .grid import Report
 
@@ -51,33 +50,10 @@ def version_at_ref(compose: Path, ref: str) -> str | None:
         return letta_image_tag(old)[2]
 
 
-def _toml_value(value) -> str:
-    return json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def path_matrix(old: str, new: str, base_matrix: Path | None) -> str:
     """Matrix TOML for the upgrade path; Letta Code versions, PostgreSQL and declared
     incompatibilities come from ``base_matrix`` when given."""
-    base = tomllib.loads(base_matrix.read_text()) if base_matrix else {}
-    lines = [f'name = "gate-{old}-to-{new}"']
-    if "backend" in base:
-        lines.append(f"backend = {_toml_value(base['backend'])}")
-    if base.get("postgres"):
-        lines += ["[postgres]"] + [f"{k} = {_toml_value(v)}" for k, v in base["postgres"].items()]
-    for version in (old, new):
-        lines += ["[[server]]", f'version = "{version}"']
-    lines += ["[[upgrade]]", f'from = "{old}"', f'to = "{new}"']
-    for table in ("letta_code", "known_incompatibility"):
-        for entry in base.get(table, []):
-            lines += [f"[[{table}]]"] + [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _known(version: str, what: str) -> str:
-    if versions.server_release(version) is None:
-        raise LettaCompatError(f"{what}: Letta {version!r} is not a release this tool knows. Allowed: "
-                               f"{', '.join(versions.known_server_versions())} (`letta-compat versions`).")
-    return version
+    return derived_matrix(f"gate-{old}-to-{new}", base_matrix, servers=(old, new), upgrades=[(old, new)])
 
 
 def _report_targets(report: str) -> list[Path]:
@@ -96,7 +72,7 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
 
     compose = Path(compose)
     if from_version is not None:
-        _known(from_version, "--from")
+        versions.require_server_release(from_version, "--from")
     if report:
         _report_targets(report)  # a report path that cannot be written fails now, not after the run
     if matrix:
@@ -120,8 +96,8 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
         if report:  # CI steps after the gate (`cat letta-report.md`) find a report either way
             Report(matrix=str(compose), note=said).write(report)
         return 0
-    _known(old, f"{compose} at {base_ref}" if from_version is None else "--from")
-    _known(new, f"{compose} (service `{service}`, image `{image}`)")
+    versions.require_server_release(old, f"{compose} at {base_ref}" if from_version is None else "--from")
+    versions.require_server_release(new, f"{compose} (service `{service}`, image `{image}`)")
     if Version(new) < Version(old):
         echo(f"`{service}` moves Letta DOWN from {old} to {new}: Letta's migrations only go forward; "
              "roll back with `letta-compat rollback` and a backup instead.")

@@ -18,6 +18,7 @@ from packaging.version import InvalidVersion, Version
 
 from .. import versions_letta_code as lc
 from ..errors import LettaCompatError
+from ..matrix.writer import derived_matrix
 
 NPM_NAME = "@letta-ai/letta-code"
 _PIN = re.compile(r"^\s*letta\s*(?:\[[^\]]*\])?\s*===?\s*([0-9][0-9A-Za-z.+-]*)\s*(?:[;#].*)?$")
@@ -123,22 +124,10 @@ def letta_code_bump(compose: Path, base_ref: str, old: str | None = None,
     return (before or LettaCodePin("none", base_ref), after)
 
 
-def _toml_value(value) -> str:
-    return json.dumps(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-
-
 def letta_code_matrix(server: str, letta_code: str, base_matrix: Path | None) -> str:
     """The gate's matrix for a Letta Code bump: the compose file's server × the new Letta Code."""
-    base = tomllib.loads(base_matrix.read_text()) if base_matrix else {}
-    lines = [f'name = "gate-letta-code-{letta_code}-on-{server}"']
-    if "backend" in base:
-        lines.append(f"backend = {_toml_value(base['backend'])}")
-    if base.get("postgres"):
-        lines += ["[postgres]"] + [f"{k} = {_toml_value(v)}" for k, v in base["postgres"].items()]
-    lines += ["[[server]]", f'version = "{server}"', "[[letta_code]]", f'version = "{letta_code}"']
-    for entry in base.get("known_incompatibility", []):
-        lines += ["[[known_incompatibility]]"] + [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
-    return "\n".join(lines) + "\n"
+    return derived_matrix(f"gate-letta-code-{letta_code}-on-{server}", base_matrix, servers=[server],
+                          letta_code=[letta_code])
 
 
 def run_letta_code_gate(server: str, bump: tuple[LettaCodePin, LettaCodePin], *, matrix: Path | None,

@@ -8,7 +8,6 @@ official letta-client SDK, letta_db, letta_postgres + letta_server_factory (`.st
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pytest_letta_compat.matrix.model import load_matrix
+from pytest_letta_compat.matrix.writer import table, toml_value
 
 pytestmark = pytest.mark.letta_check("smoke")
 
@@ -30,24 +30,21 @@ def example_blocks() -> list[str]:
     return PYTHON_BLOCK.findall(FIXTURES_DOC.read_text(encoding="utf-8"))
 
 
-def _toml(value: str) -> str:
-    return json.dumps(value)  # a JSON string is a valid TOML basic string
-
-
 def example_matrix() -> str:
     """ci.toml with its 0.16.2 [[server]] entry as the only server."""
     ci = load_matrix(CI_MATRIX)
     server = next(s for s in ci.servers if s.version == SERVER)
-    lines = [f"name = {_toml('docs-examples')}", "[postgres]", f"version = {ci.postgres.version}",
-             "[[server]]", f"version = {_toml(server.version)}", f"secure = {str(server.secure).lower()}"]
+    lines = [f"name = {toml_value('docs-examples')}", "[postgres]", f"version = {ci.postgres.version}",
+             *table("server", {"version": server.version, "secure": server.secure})]
     for up in ci.upgrades:
-        lines += ["[[upgrade]]", f"from = {_toml(up.from_version)}", f"to = {_toml(up.to_version)}"]
+        lines += table("upgrade", {"from": up.from_version, "to": up.to_version})
     for code in ci.letta_code:
-        lines += ["[[letta_code]]", f"version = {_toml(code.version)}"]
+        lines += table("letta_code", {"version": code.version})
     for known in ci.known_incompatibilities:
-        lines += ["[[known_incompatibility]]", f"check = {_toml(known.check)}", f"reason = {_toml(known.reason)}"]
-        lines += [f"server = {_toml(str(known.server))}"] if known.server is not None else []
-        lines += [f"letta_code = {_toml(str(known.letta_code))}"] if known.letta_code is not None else []
+        lines += table("known_incompatibility", {
+            "check": known.check, "reason": known.reason,
+            "server": str(known.server) if known.server is not None else None,
+            "letta_code": str(known.letta_code) if known.letta_code is not None else None})
     return "\n".join(lines) + "\n"
 
 

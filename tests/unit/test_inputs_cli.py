@@ -245,7 +245,7 @@ def test_gate_from_not_a_version(tmp_path, capsys):
     compose = tmp_path / "docker-compose.yml"
     compose.write_text("services:\n  letta:\n    image: letta/letta:0.16.2\n")
     line = one_line_error(capsys, ["gate", "--compose", str(compose), "--from", "notaversion"])
-    assert "--from: Letta 'notaversion' is not a release this tool knows. Allowed: 0.11.0" in line
+    assert "--from 'notaversion' is not a Letta server release this tool knows. Allowed: 0.11.0" in line
 
 
 def test_cache_dir_unusable(capsys):

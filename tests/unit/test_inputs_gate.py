@@ -36,7 +36,7 @@ def test_unknown_target_version_is_bad_input_not_incompatible(tmp_path, capsys):
     code, out, err = gate(capsys, "--compose", str(compose(tmp_path, "letta/letta:0.99.0")), "--from", "0.16.2")
     assert code == 2 and "NOT compatible" not in out + err
     assert len(err.strip().splitlines()) == 1
-    assert "Letta '0.99.0' is not a release this tool knows. Allowed: 0.11.0" in err
+    assert "'0.99.0' is not a Letta server release this tool knows. Allowed: 0.11.0" in err
     assert "0.16.8" in err
 
 

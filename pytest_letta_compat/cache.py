@@ -46,7 +46,7 @@ def locked(path: Path, timeout: float = 1800) -> Iterator[None]:
     """Hold an inter-process lock named after ``path`` (installs can take minutes)."""
     from filelock import Timeout
 
-    from .provision import progress
+    from . import progress
 
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(path) + ".lock", timeout=timeout)

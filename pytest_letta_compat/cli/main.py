@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..errors import LettaCompatError
-from ..provision import progress
+from .. import progress
 from . import advise, images, init, move, operations, rehearse, reports, schema, servers
 
 GROUPS = (init, servers, advise, reports, schema, operations, move, rehearse, images)

@@ -8,66 +8,16 @@ seed incident's state) resumes from the revision alembic stamped last.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from packaging.version import Version
 
 from .. import versions
 from ..errors import LettaCompatError
+from ..provision.alembic import RevisionGraph
 from ..versions import describe_revision
 
 STRATEGIES = ("in-place", "recreate")
-
-
-@dataclass(frozen=True)
-class RevisionGraph:
-    """Alembic revisions and their parents (``down_revision``)."""
-
-    parents: dict[str, tuple[str, ...]]
-
-    @classmethod
-    def from_scripts(cls, scripts_dir: Path) -> "RevisionGraph":
-        parents: dict[str, tuple[str, ...]] = {}
-        for script in sorted((Path(scripts_dir) / "alembic" / "versions").glob("*.py")):
-            found = _module_strings(script, ("revision", "down_revision"))
-            if "revision" in found:
-                parents[found["revision"][0]] = found.get("down_revision", ())
-        if not parents:
-            raise LettaCompatError(f"No alembic revisions found under {scripts_dir}/alembic/versions; "
-                                   "the migration scripts are incomplete (delete that directory to fetch them again).")
-        return cls(parents)
-
-    def ancestors(self, revision: str) -> set[str]:
-        """``revision`` and every revision before it."""
-        seen, todo = set(), [revision]
-        while todo:
-            current = todo.pop()
-            if current not in seen:
-                seen.add(current)
-                todo.extend(self.parents.get(current, ()))
-        return seen
-
-    def steps(self, start: str, target: str) -> list[str]:
-        """Revisions applied going from ``start`` to ``target``, in order."""
-        return sorted(self.ancestors(target) - self.ancestors(start), key=lambda r: len(self.ancestors(r)))
-
-
-def _module_strings(path: Path, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """Module-level ``name = "x"`` / ``name: T = ("x", "y")`` assignments, read without importing."""
-    found: dict[str, tuple[str, ...]] = {}
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            target, value = node.target.id, node.value
-        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            target, value = node.targets[0].id, node.value
-        else:
-            continue
-        if target in names and value is not None:
-            literal = ast.literal_eval(value)
-            found[target] = () if literal is None else (literal,) if isinstance(literal, str) else tuple(literal)
-    return found
 
 
 @dataclass

@@ -48,7 +48,7 @@ from .database import LettaDatabase, archive_schema
 from .fixups import run_fixups
 from .inventory import Inventory, api_inventory, compare_agent, compare_server, not_checked, sql_inventory
 from ..versions import describe_revision, versions_at
-from .plan import RevisionGraph
+from ..provision.alembic import RevisionGraph
 
 Progress = Callable[[str], None]
 PATHS = ("image", "letta-compat")

@@ -18,7 +18,7 @@ from ..postgres.client import pg_dump
 from .backup import Manifest, load_backup
 from .database import Layout, LettaDatabase, archive_schema
 from ..versions import describe_revision, versions_at
-from .plan import RevisionGraph
+from ..provision.alembic import RevisionGraph
 
 
 

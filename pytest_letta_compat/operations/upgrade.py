@@ -29,7 +29,8 @@ from .database import Layout, LettaDatabase
 from .fixups import FixupResult, run_fixups
 from ..rest.client import LettaAPI, LettaAPIError
 from ..versions import describe_revision
-from .plan import RevisionGraph, UpgradePlan, check_server_version, check_versions, plan_upgrade
+from ..provision.alembic import RevisionGraph
+from .plan import UpgradePlan, check_server_version, check_versions, plan_upgrade
 from .rollback import VerifiedArchive, dump_before, verified_archive
 
 Progress = Callable[[str], None]

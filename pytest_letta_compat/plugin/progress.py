@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..provision import progress
+from .. import progress
 
 
 class ProgressReporter:

@@ -7,15 +7,17 @@ release's head revision, which yields the same schema as the release's own scrip
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import versions
-from ..errors import ProvisioningError, redact
-from . import progress
+from .. import progress
+from ..errors import LettaCompatError, ProvisioningError, redact
 from .install import ensure_migration_scripts, ensure_server
 
 
@@ -65,3 +67,52 @@ def upgrade_database(dsn: str, revision: str, cache: Path, *, log_path: Path | N
 def upgrade_to_release(dsn: str, version: str, cache: Path, **kwargs) -> float:
     release = versions.require_server_release(version, error=ProvisioningError)
     return upgrade_database(dsn, release.alembic_head, cache, **kwargs)
+
+
+@dataclass(frozen=True)
+class RevisionGraph:
+    """Alembic revisions and their parents (``down_revision``)."""
+
+    parents: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_scripts(cls, scripts_dir: Path) -> "RevisionGraph":
+        parents: dict[str, tuple[str, ...]] = {}
+        for script in sorted((Path(scripts_dir) / "alembic" / "versions").glob("*.py")):
+            found = _module_strings(script, ("revision", "down_revision"))
+            if "revision" in found:
+                parents[found["revision"][0]] = found.get("down_revision", ())
+        if not parents:
+            raise LettaCompatError(f"No alembic revisions found under {scripts_dir}/alembic/versions; "
+                                   "the migration scripts are incomplete (delete that directory to fetch them again).")
+        return cls(parents)
+
+    def ancestors(self, revision: str) -> set[str]:
+        """``revision`` and every revision before it."""
+        seen, todo = set(), [revision]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.parents.get(current, ()))
+        return seen
+
+    def steps(self, start: str, target: str) -> list[str]:
+        """Revisions applied going from ``start`` to ``target``, in order."""
+        return sorted(self.ancestors(target) - self.ancestors(start), key=lambda r: len(self.ancestors(r)))
+
+
+def _module_strings(path: Path, names: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Module-level ``name = "x"`` / ``name: T = ("x", "y")`` assignments, read without importing."""
+    found: dict[str, tuple[str, ...]] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            target, value = node.target.id, node.value
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target, value = node.targets[0].id, node.value
+        else:
+            continue
+        if target in names and value is not None:
+            literal = ast.literal_eval(value)
+            found[target] = () if literal is None else (literal,) if isinstance(literal, str) else tuple(literal)
+    return found

@@ -25,7 +25,7 @@ import httpx
 from .. import versions
 from ..cache import locked
 from ..errors import ProvisioningError, redact
-from . import progress
+from .. import progress
 
 PYPI_SIMPLE = os.environ.get("LETTA_COMPAT_PYPI_SIMPLE", "https://pypi.org/simple")
 

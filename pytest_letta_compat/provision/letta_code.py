@@ -31,7 +31,7 @@ from packaging.version import Version
 from .. import versions
 from ..cache import locked
 from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
-from ..matrix.model import LettaCodeEntry, Matrix, ServerEntry
+from ..matrix.model import LettaCodeEntry, ServerEntry
 from .procs import child_setup
 
 NPM_PACKAGE = "@letta-ai/letta-code"
@@ -193,7 +193,7 @@ def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIM
             install = LettaCodeInstall(version, root, source, 0.0, node_bin)
             deadline = started + timeout
             try:
-                from . import progress
+                from .. import progress
 
                 with progress.phase(f"installing Letta Code {version} ({source}) into {root}", done="installed"):
                     if source == "npm":

@@ -89,7 +89,7 @@ def check_database(dsn: str, version: str, cache: Path) -> DriftReport:
 def _revision_graph(revision: str | None, cache: Path):
     """The alembic history, needed only to place a revision that is no release's head (a
     killed upgrade's) between the releases around it; None when it cannot be read."""
-    from ..operations.plan import RevisionGraph
+    from ..provision.alembic import RevisionGraph
     from ..provision.install import ensure_migration_scripts
 
     if revision is None or versions_at(revision):

@@ -35,7 +35,7 @@ import pytest
 
 from pytest_letta_compat import versions
 from pytest_letta_compat.operations.backup import backup
-from pytest_letta_compat.operations.plan import RevisionGraph
+from pytest_letta_compat.provision.alembic import RevisionGraph
 from pytest_letta_compat.provision.install import ensure_migration_scripts
 from pytest_letta_compat.provision.procs import free_port
 from pytest_letta_compat.suite.test_upgrade_inplace import agents_in, letta_compat, revision_of, seed_agents

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_letta_compat.cache import cache_root, locked
-from pytest_letta_compat.provision import progress
+from pytest_letta_compat import progress
 
 
 def test_a_phase_says_when_it_starts_and_how_long_it_took():
@@ -45,7 +45,7 @@ def test_waiting_for_a_lock_another_process_holds_is_reported(tmp_path):
 
 
 INNER = """
-from pytest_letta_compat.provision import progress
+from pytest_letta_compat import progress
 
 def test_long_work():
     with progress.phase("pretend install of Letta 9.9.9", done="installed"):

@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import string
 import tempfile
-import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st

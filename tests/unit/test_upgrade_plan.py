@@ -10,7 +10,8 @@ from pytest_letta_compat import versions
 from pytest_letta_compat.cache import cache_root
 from pytest_letta_compat.errors import LettaCompatError
 from pytest_letta_compat.provision.install import ensure_migration_scripts
-from pytest_letta_compat.operations.plan import RevisionGraph, check_server_version, plan_upgrade
+from pytest_letta_compat.operations.plan import check_server_version, plan_upgrade
+from pytest_letta_compat.provision.alembic import RevisionGraph
 from pytest_letta_compat.schema.inspect import default_sequence, qualified_name
 from pytest_letta_compat.versions import describe_revision, versions_at
 

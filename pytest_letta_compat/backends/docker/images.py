@@ -125,7 +125,7 @@ def debian_mirror() -> str:
 
 def _stream_build(client, context: Path, dockerfile: str, tag: str, buildargs: dict[str, str],
                   log_path: Path, progress: Callable[[str], None]) -> float:
-    from ...provision import progress as phases
+    from ... import progress as phases
 
     started = time.monotonic()
     last_error = None

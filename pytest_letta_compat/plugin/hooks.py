@@ -162,6 +162,10 @@ def _check_options(config: pytest.Config) -> None:
                                 "healthy, a number above 0 (default 300).") from None
 
 
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    return suite_collector.make_module(module_path, parent)
+
+
 def pytest_report_header(config: pytest.Config) -> str | None:
     matrix: Matrix | None = config.stash.get(MATRIX_KEY, None)
     if matrix is None:

@@ -12,6 +12,7 @@ from ..matrix.model import CHECKS
 
 SUITE_PACKAGE = "pytest_letta_compat.suite"
 SUITE_DIR = Path(__file__).resolve().parents[1] / "suite"  # found, not imported: its asserts get rewritten
+SUITE_NODE_PREFIX = "letta-suite"
 
 
 def add_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
@@ -51,6 +52,15 @@ def configure(config: pytest.Config) -> None:
         pytest.register_assert_rewrite(SUITE_PACKAGE)
         already = {Path(a.split("::")[0]).resolve() for a in config.args}
         config.args.extend(str(p) for p in sorted(SUITE_DIR.glob("test_*.py")) if p not in already)
+
+
+def make_module(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    """The shipped suite's modules get short, stable test ids — ``letta-suite/test_smoke.py::…`` —
+    wherever the package is installed (inside the rootdir or not: pytest names a file outside
+    the rootdir by nothing at all, and two suite tests could then share an id)."""
+    if module_path.parent.resolve() != SUITE_DIR:
+        return None
+    return pytest.Module.from_parent(parent, path=module_path, nodeid=f"{SUITE_NODE_PREFIX}/{module_path.name}")
 
 
 def select(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+pytest.importorskip("hypothesis", reason="the property-based tests need the test extra: pip install -e '.[test]'")
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from packaging.version import Version

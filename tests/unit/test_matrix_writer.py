@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tomllib
 
+import pytest
+pytest.importorskip("hypothesis", reason="the property-based tests need the test extra: pip install -e '.[test]'")
 from hypothesis import given, strategies as st
 
 from pytest_letta_compat.matrix.writer import derived_matrix, table, toml_value

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+pytest.importorskip("hypothesis", reason="the property-based tests need the test extra: pip install -e '.[test]'")
 from hypothesis import assume, given, strategies as st
 
 from pytest_letta_compat.errors import LettaCompatError

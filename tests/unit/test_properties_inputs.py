@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+import pytest
+pytest.importorskip("hypothesis", reason="the property-based tests need the test extra: pip install -e '.[test]'")
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 

@@ -4,6 +4,7 @@ it tells the operator when the inputs do not fit. Uses Letta's real migration sc
 from __future__ import annotations
 
 import pytest
+pytest.importorskip("hypothesis", reason="the property-based tests need the test extra: pip install -e '.[test]'")
 from hypothesis import given, strategies as st
 
 from pytest_letta_compat import versions

@@ -15,7 +15,7 @@ import pytest
 from pytest_letta_compat import versions
 from pytest_letta_compat.rest.agents import assistant_texts, create_agent, send_message
 from pytest_letta_compat.operations.database import LettaDatabase
-from pytest_letta_compat.operations.fixups import run_fixups
+from pytest_letta_compat.operations.fixups import SequenceBehind, SequenceDefault, run_fixups
 from pytest_letta_compat.operations.upgrade import UpgradeRequest, finish_upgrade
 from pytest_letta_compat.provision.procs import free_port
 
@@ -192,17 +192,17 @@ def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_p
     target = LettaDatabase(letta_postgres.dsn(database))
     with letta_postgres.connect(database) as conn:
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
-        assert [r.applied for r in run_fixups(target, apply=False)] == [False, False]  # detecting changes nothing
+        assert not any(r.applied for r in run_fixups(target, apply=False))  # detecting changes nothing
         assert _sequence_state(conn)[0] is None
-        results = run_fixups(target, apply=True)
-        assert [r.applied for r in results] == [True, False]
-        assert "no default" in results[0].drift
+        results = _by_name(run_fixups(target, apply=True))
+        assert _applied(results) == {DEFAULT}
+        assert "no default" in results[DEFAULT].drift
         assert _sequence_state(conn)[0] == "nextval('message_seq_id'::regclass)"
 
         conn.execute("SELECT setval('message_seq_id', 1, false)")  # as a bulk restore leaves it
-        results = run_fixups(target, apply=True)
-        assert [r.applied for r in results] == [False, True]
-        assert "would hand out 1" in results[1].drift
+        results = _by_name(run_fixups(target, apply=True))
+        assert _applied(results) == {BEHIND}
+        assert "would hand out 1" in results[BEHIND].drift
 
         state = _sequence_state(conn)
         assert all(r.drift is None and not r.applied for r in run_fixups(target, apply=True))
@@ -226,12 +226,23 @@ def test_fixup_normalises_the_incidents_hand_made_sequence(letta_upgrade_entry, 
         conn.execute("CREATE SEQUENCE messages_sequence_id_seq OWNED BY messages.sequence_id")
         conn.execute("SELECT setval('messages_sequence_id_seq', 500)")
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id SET DEFAULT nextval('messages_sequence_id_seq')")
-        (result, _) = run_fixups(LettaDatabase(letta_postgres.dsn(database)), apply=True)
-        assert result.applied and "messages_sequence_id_seq" in result.drift
+        results = _by_name(run_fixups(LettaDatabase(letta_postgres.dsn(database)), apply=True))
+        assert _applied(results) == {DEFAULT} and "messages_sequence_id_seq" in results[DEFAULT].drift
         default, upcoming = _sequence_state(conn)
         assert default == "nextval('message_seq_id'::regclass)"
         assert upcoming == 501
         assert conn.execute("SELECT to_regclass('messages_sequence_id_seq')").fetchone()[0] is None
+
+
+DEFAULT, BEHIND = SequenceDefault.name, SequenceBehind.name  # the two sequence fix-ups
+
+
+def _by_name(results) -> dict:
+    return {r.name: r for r in results}
+
+
+def _applied(results: dict) -> set[str]:
+    return {name for name, r in results.items() if r.applied}
 
 
 def _assert_message_is_answered_and_stored(client, conn, agent_id: str, text: str) -> None:

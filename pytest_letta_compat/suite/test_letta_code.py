@@ -203,8 +203,12 @@ def test_history_listed_by_letta_code_after_a_server_restart(letta_code, letta_c
         restarted.stop()
 
 
-def test_startup_warning_on_old_servers_is_recorded(letta_code_entry, letta_code, letta_server, record_property):
+def test_startup_warning_on_old_servers_is_recorded(letta_code_entry, letta_code, letta_server, record_property,
+                                                   request):
     """Letta Code's interactive start warns on servers below 0.16.6: the pair then works with a warning."""
+    declared = request.node.get_closest_marker("xfail")
+    if declared is not None:  # a warning on a pair that fails anyway is no outcome of its own (and would XPASS)
+        pytest.skip(f"the pair is declared incompatible: {declared.kwargs.get('reason', '')}")
     screen = run_letta_code_tty(letta_code.install, (), base_url=letta_server.url, api_key=letta_server.password,
                                 home=letta_code.home, cwd=letta_code.project, seconds=12, until=OUTDATED_WARNING)
     shown = [line.strip() for line in screen.stdout.splitlines() if OUTDATED_WARNING in line]

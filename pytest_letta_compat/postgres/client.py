@@ -41,8 +41,9 @@ def dsn_params(dsn: str, *, option: str = "--dsn") -> dict[str, str]:
     """The connection parameters of ``dsn``; its password is a secret from here on."""
     try:
         params = {k: str(v) for k, v in conninfo_to_dict(normalize_dsn(dsn)).items() if v is not None}
-    except psycopg.Error as exc:
-        reason = " ".join(str(exc).split()).rstrip(".")
+    except (psycopg.Error, UnicodeDecodeError) as exc:  # libpq decodes %-escapes: %80 is no UTF-8
+        reason = ("a %-escape in it is not UTF-8" if isinstance(exc, UnicodeDecodeError)
+                  else " ".join(str(exc).split()).rstrip("."))
         raise LettaCompatError(f"{option} {shown_dsn(dsn)!r} is not a PostgreSQL DSN ({shown_dsn(reason)}). "
                                f"Give one such as {_EXAMPLE} (the password in it or in $PGPASSWORD).") from None
     register_secret(params.get("password"))

@@ -4,6 +4,10 @@ names a real regression, never a new random draw; locally it keeps exploring."""
 from __future__ import annotations
 
 import os
+import subprocess
+from pathlib import Path
+
+import pytest
 
 try:
     from hypothesis import settings
@@ -13,3 +17,14 @@ except ImportError:  # the main job installs no test extra; those modules skip t
 if settings is not None:
     settings.register_profile("ci", derandomize=True, print_blob=True)
     settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture
+def git():
+    """``git(repo, *args)``: git in a test's own repository (an operator's deployment repo), with an identity."""
+    return _git

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -35,13 +34,8 @@ def test_path_migrates(letta_upgrade_entry, letta_postgres):
 """
 
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True)
-
-
 @pytest.fixture
-def repo(tmp_path):
+def repo(tmp_path, git):
     git(tmp_path, "init", "-q")
     (tmp_path / "docker-compose.letta.yml").write_text(COMPOSE.format(image="letta/letta:0.11.3"))
     (tmp_path / "suite").mkdir()
@@ -51,37 +45,33 @@ def repo(tmp_path):
     return tmp_path
 
 
-def gate(repo: Path, letta_backend, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(letta_backend.cache), "gate",
-         "--compose", "docker-compose.letta.yml", "--suite", "suite", *extra,
-         "--", "-s", "-q", f"--letta-cache-dir={letta_backend.cache}"],
-        cwd=repo, capture_output=True, text=True, timeout=900)
+def gate(run_gate, repo: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run_gate(repo, "--compose", "docker-compose.letta.yml", "--suite", "suite", *extra, pytest_args=("-s", "-q"))
 
 
-def test_a_tag_moved_from_0_11_3_to_0_16_2_runs_that_upgrade_path(repo, letta_backend, letta_matrix):
+def test_a_tag_moved_from_0_11_3_to_0_16_2_runs_that_upgrade_path(repo, run_gate, letta_matrix, git):
     if letta_matrix is None or not any((u.from_version, u.to_version) == ("0.11.3", "0.16.2") for u in letta_matrix.upgrades):
         pytest.skip("the matrix does not cover the 0.11.3 -> 0.16.2 path")
     (repo / "docker-compose.letta.yml").write_text(COMPOSE.format(image="letta/letta:0.16.2"))
     git(repo, "commit", "-qam", "bump to 0.16.2")
-    result = gate(repo, letta_backend)
+    result = gate(run_gate, repo)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "moves Letta from 0.11.3 to 0.16.2" in result.stdout
     assert "GATE-RAN upgrade-0.11.3-to-0.16.2" in result.stdout
     assert "Upgrade 0.11.3 -> 0.16.2: compatible." in result.stdout
 
 
-def test_an_unchanged_tag_runs_nothing(repo, letta_backend):
+def test_an_unchanged_tag_runs_nothing(repo, run_gate, git):
     git(repo, "commit", "-q", "--allow-empty", "-m", "unrelated")
-    result = gate(repo, letta_backend)
+    result = gate(run_gate, repo)
     assert result.returncode == 0
     assert "unchanged (0.11.3)" in result.stdout and "GATE-RAN" not in result.stdout
 
 
-def test_a_bump_to_latest_is_refused_before_anything_runs(repo, letta_backend):
+def test_a_bump_to_latest_is_refused_before_anything_runs(repo, run_gate, git):
     (repo / "docker-compose.letta.yml").write_text(COMPOSE.format(image="letta/letta:latest"))
     git(repo, "commit", "-qam", "float")
-    result = gate(repo, letta_backend)
+    result = gate(run_gate, repo)
     assert result.returncode == 2
     assert "service `letta` runs `letta/letta:latest`" in result.stderr and "Traceback" not in result.stderr
     assert "GATE-RAN" not in result.stdout

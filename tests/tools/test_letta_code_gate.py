@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,12 @@ import pytest
 pytestmark = pytest.mark.letta_check("letta_code")
 
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True)
-
-
 def package_json(version: str) -> str:
     return json.dumps({"name": "ops", "private": True, "dependencies": {"@letta-ai/letta-code": version}}, indent=2)
 
 
 @pytest.fixture
-def repo(tmp_path):
+def repo(tmp_path, git):
     git(tmp_path, "init", "-q")
     (tmp_path / "docker-compose.yml").write_text("services:\n  letta:\n    image: letta/letta:0.16.8\n")
     (tmp_path / "package.json").write_text(package_json("0.25.9"))
@@ -32,18 +26,15 @@ def repo(tmp_path):
     return tmp_path
 
 
-def gate(repo: Path, letta_backend, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(letta_backend.cache), "gate",
-         "--compose", "docker-compose.yml", "--report", "gate-report.json", *extra,
-         "--", "-q", f"--letta-cache-dir={letta_backend.cache}", "-k", "headless_turn or resumes_by_id"],
-        cwd=repo, capture_output=True, text=True, timeout=900)
+def gate(run_gate, repo: Path, *extra: str) -> subprocess.CompletedProcess:
+    return run_gate(repo, "--compose", "docker-compose.yml", "--report", "gate-report.json", *extra,
+                    pytest_args=("-q", "-k", "headless_turn or resumes_by_id"))
 
 
-def test_a_package_json_bump_runs_the_new_letta_code_against_the_pinned_server(repo, letta_backend):
+def test_a_package_json_bump_runs_the_new_letta_code_against_the_pinned_server(repo, run_gate, git):
     (repo / "package.json").write_text(package_json("0.34.12"))
     git(repo, "commit", "-qam", "bump Letta Code")
-    result = gate(repo, letta_backend)
+    result = gate(run_gate, repo)
     said = result.stdout[-4000:] + result.stderr[-3000:]
     assert result.returncode == 0, said
     assert ("Letta Code moves from 0.25.9 to 0.34.12 (package.json): running it against Letta 0.16.8, "
@@ -55,8 +46,8 @@ def test_a_package_json_bump_runs_the_new_letta_code_against_the_pinned_server(r
     assert len(report["tests"]) == 2
 
 
-def test_an_unchanged_pin_and_image_run_nothing(repo, letta_backend):
+def test_an_unchanged_pin_and_image_run_nothing(repo, run_gate, git):
     git(repo, "commit", "-q", "--allow-empty", "-m", "unrelated")
-    result = gate(repo, letta_backend)
+    result = gate(run_gate, repo)
     assert result.returncode == 0 and "unchanged (0.16.8)" in result.stdout
     assert "Letta Code moves" not in result.stdout

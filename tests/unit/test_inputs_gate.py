@@ -5,7 +5,6 @@ an unchanged tag still leaves the report a CI step may `cat`."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
@@ -87,11 +86,7 @@ def test_a_tag_with_an_inline_comment_in_env_is_accepted(tmp_path, capsys):
     assert code == 0 and "unchanged (0.16.2)" in out, err
 
 
-def git(cwd, *args):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def test_unchanged_tag_still_writes_the_report_ci_cats(tmp_path, capsys):
+def test_unchanged_tag_still_writes_the_report_ci_cats(tmp_path, capsys, git):
     path = compose(tmp_path)
     git(tmp_path, "init", "-q")
     git(tmp_path, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "one")
@@ -110,7 +105,7 @@ def test_unchanged_tag_still_writes_the_report_ci_cats(tmp_path, capsys):
     assert json.loads((tmp_path / "letta-report.json").read_text())["note"] == report.note
 
 
-def test_the_override_at_the_base_ref_is_read_too(tmp_path, capsys):
+def test_the_override_at_the_base_ref_is_read_too(tmp_path, capsys, git):
     path = compose(tmp_path)
     (tmp_path / "docker-compose.override.yml").write_text("services:\n  letta:\n    image: letta/letta:0.16.1\n")
     git(tmp_path, "init", "-q")

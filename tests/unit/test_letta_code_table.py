@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -172,17 +171,12 @@ def test_the_shipped_measured_table_names_its_date_and_command():
 
 # -- what the operator's repository pins ---------------------------------------------------------
 
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True)
-
-
 def package_json(version: str) -> str:
     return json.dumps({"name": "ops", "devDependencies": {"@letta-ai/letta-code": version}})
 
 
 @pytest.fixture
-def repo(tmp_path):
+def repo(tmp_path, git):
     git(tmp_path, "init", "-q")
     (tmp_path / "docker-compose.yml").write_text("services:\n  letta:\n    image: letta/letta:0.16.8\n")
     (tmp_path / "package.json").write_text(package_json("0.25.9"))

@@ -25,9 +25,26 @@ _DRIVER = re.compile(r"^postgres(?:ql)?\+\w+://")
 _EXAMPLE = "postgresql://USER@HOST:5432/DBNAME"
 
 
+_SSL_WORDS = {"true": "require", "on": "require", "1": "require", "false": "disable", "off": "disable", "0": "disable"}
+
+
 def normalize_dsn(dsn: str) -> str:
-    """Accept Letta's own LETTA_PG_URI spellings (``postgresql+pg8000://``, ``+asyncpg``)."""
-    return _DRIVER.sub("postgresql://", dsn.strip())
+    """Accept Letta's own LETTA_PG_URI spellings: ``postgresql+pg8000://``, ``+asyncpg``, and
+    asyncpg's ``?ssl=require`` (libpq's ``sslmode``; ``true``/``false`` as SQLAlchemy users write it)."""
+    dsn = _DRIVER.sub("postgresql://", dsn.strip())
+    if "://" not in dsn or "?" not in dsn:
+        return dsn
+    base, _, query = dsn.partition("?")
+    pairs = [pair.partition("=") for pair in query.split("&") if pair]
+    has_sslmode = any(key == "sslmode" for key, _, _ in pairs)
+    kept = []
+    for key, eq, value in pairs:
+        if key == "ssl":
+            if has_sslmode:
+                continue
+            key, value = "sslmode", _SSL_WORDS.get(value.lower(), value)
+        kept.append(f"{key}{eq}{value}")
+    return f"{base}?{'&'.join(kept)}" if kept else base
 
 
 def shown_dsn(text: str) -> str:

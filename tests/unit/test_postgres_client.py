@@ -55,6 +55,15 @@ def test_letta_spellings_of_a_dsn_are_read():
     assert params == {"user": "letta", "password": "pw-1234", "host": "db", "port": "5433", "dbname": "letta"}
 
 
+@pytest.mark.parametrize("query, sslmode", [("ssl=require", "require"), ("ssl=disable", "disable"),
+                                           ("ssl=true", "require"), ("ssl=False", "disable"),
+                                           ("sslmode=verify-full&ssl=require", "verify-full")])
+def test_asyncpg_ssl_in_a_letta_pg_uri_is_read_as_sslmode(query, sslmode):
+    """An operator pastes LETTA_PG_URI as Letta (asyncpg) reads it: ``?ssl=require`` is libpq's sslmode."""
+    params = dsn_params(f"postgresql+asyncpg://letta:pw-1234@db:5432/letta?{query}&connect_timeout=5")
+    assert params["sslmode"] == sslmode and params["connect_timeout"] == "5" and "ssl" not in params
+
+
 def fake_tool(bin_dir: Path, body: str) -> None:
     tool = bin_dir / "pg_dump"
     tool.write_text("#!/bin/sh\n" + body)

@@ -171,6 +171,14 @@ def _check_keys(name: str, table: dict, found: LiveTable, problem, note) -> None
     def present(columns) -> bool:
         return set(columns) <= set(found.columns)
 
+    for index_name, index in sorted(found.indexes.items()):
+        if not index.valid:  # Letta's CREATE INDEX CONCURRENTLY IF NOT EXISTS never rebuilds it
+            (problem if index.unique else note)(
+                f"{name}.{index_name}", "index is INVALID: a CREATE INDEX CONCURRENTLY was interrupted (a killed "
+                "upgrade?); PostgreSQL keeps updating it but never uses it" + (
+                    ", and rows written before it was interrupted were never checked for duplicates"
+                    if index.unique else "") + f"; rebuild it: REINDEX INDEX CONCURRENTLY {index_name}")
+
     unique_sets = ({frozenset(k.columns) for k in found.constraints.values() if k.kind in "pu"}
                    | {frozenset(i.columns) for i in found.indexes.values() if i.unique})
     wanted_uniques = [(u["name"], tuple(u["columns"])) for u in table["uniques"]]

@@ -31,6 +31,7 @@ class LiveIndex:
     columns: tuple[str, ...]
     unique: bool
     definition: str
+    valid: bool = True  # False: an interrupted CREATE INDEX CONCURRENTLY left it behind (pg_index.indisvalid)
 
 
 @dataclass(frozen=True)
@@ -124,15 +125,16 @@ def _read_enums(conn: psycopg.Connection, live: LiveSchema) -> None:
 
 def _read_indexes(conn: psycopg.Connection, live: LiveSchema) -> None:
     rows = conn.execute(
-        """SELECT t.relname, i.relname, x.indisunique, pg_get_indexdef(x.indexrelid),
+        """SELECT t.relname, i.relname, x.indisunique, x.indisvalid, pg_get_indexdef(x.indexrelid),
                   ARRAY(SELECT pg_get_indexdef(x.indexrelid, k, true)
                         FROM generate_series(1, x.indnkeyatts) AS k ORDER BY k)
            FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
            JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = %s""",
         (live.schema,)).fetchall()
-    for table, name, unique, definition, columns in rows:
+    for table, name, unique, valid, definition, columns in rows:
         if table in live.tables:
-            live.tables[table].indexes[name] = LiveIndex(tuple(c.strip('"') for c in columns), unique, definition)
+            live.tables[table].indexes[name] = LiveIndex(tuple(c.strip('"') for c in columns), unique, definition,
+                                                         valid)
 
 
 _ON_DELETE = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT", "r": "RESTRICT", "a": None}

@@ -9,6 +9,7 @@ import os
 import stat
 from pathlib import Path
 
+import psycopg
 import pytest
 pytest.importorskip("hypothesis", reason="the property-based tests need the test extra: pip install -e '.[test]'")
 from hypothesis import assume, given, strategies as st
@@ -152,3 +153,18 @@ def test_schema_inspection_and_the_fixups_see_the_same_sequence_lag(cluster):
 
 def test_no_password_is_left_in_the_environment_of_this_process(cluster):
     assert cluster.letta_password not in "".join(os.environ.values())
+
+
+def test_an_interrupted_concurrent_index_build_is_read_as_invalid(cluster):
+    """What a killed CREATE INDEX CONCURRENTLY leaves behind is seen by the schema check's reader."""
+    cluster.create_database("halfindexed")
+    with cluster.connect("halfindexed") as conn:
+        conn.execute("CREATE TABLE agents (id text, name text)")
+        conn.execute("INSERT INTO agents VALUES ('a', 'twin'), ('b', 'twin')")
+        conn.execute("CREATE INDEX CONCURRENTLY ix_ok ON agents (id)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute("CREATE UNIQUE INDEX CONCURRENTLY uix_name ON agents (name)")
+        conn.execute("CREATE TABLE alembic_version (version_num text)")
+        live = read_schema(conn)
+    indexes = live.tables["agents"].indexes
+    assert indexes["ix_ok"].valid and not indexes["uix_name"].valid

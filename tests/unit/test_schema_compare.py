@@ -107,6 +107,25 @@ def test_missing_unique_constraint_is_a_problem_missing_plain_index_a_note():
     assert check_schema(database, orm).ready  # column order does not matter for uniqueness
 
 
+def test_an_index_a_killed_upgrade_left_invalid_is_named_with_its_repair():
+    """Letta's 0.16.7 migrations build indexes CONCURRENTLY ... IF NOT EXISTS: one interrupted there stays
+    INVALID for good (a re-run skips it), so schema check names it and the REINDEX that rebuilds it."""
+    columns = {"name": orm_column(), "organization_id": orm_column()}
+    orm = expected(tools=orm_table(columns, uniques=[{"name": "uix_name_organization",
+                                                      "columns": ["name", "organization_id"]}],
+                                   indexes=[{"name": "ix_tools_org", "columns": ["organization_id"], "unique": False}]))
+    table = LiveTable(columns={c: LiveColumn("character varying", True, None) for c in columns},
+                      indexes={"uix_name_organization": LiveIndex(("name", "organization_id"), True, "", valid=False),
+                               "ix_tools_org": LiveIndex(("organization_id",), False, "", valid=False)})
+    report = check_schema(live(tools=table), orm)
+    assert [str(p) for p in report.problems] == [
+        "tools.uix_name_organization: index is INVALID: a CREATE INDEX CONCURRENTLY was interrupted (a killed "
+        "upgrade?); PostgreSQL keeps updating it but never uses it, and rows written before it was interrupted "
+        "were never checked for duplicates; rebuild it: REINDEX INDEX CONCURRENTLY uix_name_organization"]
+    assert any(n.subject == "tools.ix_tools_org" and "REINDEX INDEX CONCURRENTLY ix_tools_org" in n.message
+               for n in report.notes)
+
+
 def test_foreign_key_that_refuses_expected_cascades_is_a_problem():
     fk = {"name": None, "columns": ["agent_id"], "ref_table": "agents", "ref_columns": ["id"], "ondelete": "CASCADE"}
     orm = expected(blocks_agents=orm_table({"agent_id": orm_column(nullable=False)}, foreign_keys=[fk]))

@@ -24,7 +24,7 @@ import psycopg  # noqa: E402
 
 from ...errors import ProvisioningError, redact, register_secret  # noqa: E402
 from ...postgres.cluster import PostgresCluster  # noqa: E402
-from ...provision.procs import wait_until  # noqa: E402
+from ...provision.procs import log_stamp, wait_until  # noqa: E402
 
 SESSION_LABEL = "org.letta-compat.session"
 OWNER_PID_LABEL = "org.letta-compat.owner-pid"
@@ -142,19 +142,23 @@ class ContainerLog:
         self._thread.start()
 
     def _follow(self, container) -> None:
+        """Each line stamped with the time it reached us, as the native pump does, between a
+        "started" and an "ended" line."""
         pending = b""
         with open(self.path, "a", encoding="utf-8", errors="replace") as log:
+            log.write(f"{log_stamp(full=True)} -- container {container.name} followed\n")
             try:
                 for chunk in container.logs(stream=True, follow=True):
                     pending += chunk
                     *lines, pending = pending.split(b"\n")
                     for line in lines:
-                        log.write(redact(line.decode("utf-8", errors="replace")) + "\n")
+                        log.write(f"{log_stamp()} {redact(line.decode('utf-8', errors='replace'))}\n")
                     log.flush()
             except Exception:  # noqa: BLE001 - the container went away: the log ends here
                 pass
             if pending:
-                log.write(redact(pending.decode("utf-8", errors="replace")) + "\n")
+                log.write(f"{log_stamp()} {redact(pending.decode('utf-8', errors='replace'))}\n")
+            log.write(f"{log_stamp(full=True)} -- container {container.name} output ended\n")
 
     def join(self, timeout: float = 5) -> None:
         self._thread.join(timeout)

@@ -126,7 +126,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     from ..operations.upgrade import UpgradeRequest, apply_upgrade, assess, format_plan
 
     request = UpgradeRequest(args.from_version, args.to_version, args.dsn, args.url, Path(args.backup),
-                             cache_root(args.cache_dir), api_key=_api_key(args), strategy=args.strategy)
+                             cache_root(args.cache_dir), api_key=_api_key(args), strategy=args.strategy,
+                             encryption_key_env=args.encryption_key_env)
     if not args.apply:
         print(format_plan(assess(request)))
         print("Dry run: nothing was changed. Add --apply to carry out the steps up to the switch "
@@ -164,6 +165,10 @@ def _register_upgrade(sub) -> None:
                    help="a verified backup of this server, or an empty directory to make one in")
     p.add_argument("--strategy", choices=("in-place", "recreate"), default="in-place",
                    help="in-place: migrate the database (default); recreate: drop it, migrate it empty, restore")
+    p.add_argument("--encryption-key-env", metavar="NAME",
+                   help="the environment variable holding your server's LETTA_ENCRYPTION_KEY: alembic gets it in "
+                        "its environment (never on a command line, never printed), so Letta's data-encryption "
+                        "backfills run; without it they are skipped")
     p.add_argument("--apply", action="store_true", help="carry it out (without: print the plan, change nothing)")
     p.set_defaults(func=cmd_upgrade)
 

@@ -23,7 +23,7 @@ from psycopg import sql
 from .. import versions
 from ..errors import LettaCompatError, redact, register_secret
 from ..provision.install import ensure_migration_scripts
-from ..provision.alembic import upgrade_to_release
+from ..provision.alembic import backfill_notes, encryption_key_from, upgrade_to_release
 from .backup import backup
 from .database import Layout, LettaDatabase
 from .fixups import FixupResult, run_fixups
@@ -46,11 +46,18 @@ class UpgradeRequest:
     cache: Path
     api_key: str | None = None
     strategy: str = "in-place"
+    encryption_key_env: str | None = None  # the variable holding the server's LETTA_ENCRYPTION_KEY
 
     def __post_init__(self) -> None:
         self.backup_dir = Path(self.backup_dir)
         self.url = self.url.rstrip("/")
         register_secret(self.api_key)
+        if self.encryption_key_env is not None:
+            encryption_key_from(self.encryption_key_env)  # unset or empty: one line, before anything runs
+
+    @property
+    def encryption_key(self) -> str | None:
+        return encryption_key_from(self.encryption_key_env) if self.encryption_key_env else None
 
 
 @dataclass
@@ -195,7 +202,8 @@ def apply_upgrade(request: UpgradeRequest, progress: Progress = print) -> Upgrad
                  f"{len(plan.pending)} revisions{resuming(plan)}")
     started = time.monotonic()
     try:
-        upgrade_to_release(request.dsn, request.to_version, request.cache, log_path=log)
+        upgrade_to_release(request.dsn, request.to_version, request.cache, log_path=log,
+                           encryption_key=request.encryption_key)
     except LettaCompatError as exc:
         with database.connect() as conn:
             now = database.revision(conn, found.layout.schema)
@@ -204,6 +212,8 @@ def apply_upgrade(request: UpgradeRequest, progress: Progress = print) -> Upgrad
             f"the database back with `letta-compat rollback --dsn DSN --backup {request.backup_dir}`. "
             f"Full log: {log}") from None
     progress(f"migrated in {time.monotonic() - started:.0f} s (log: {log})")
+    for note in backfill_notes(log.read_text(encoding="utf-8", errors="replace")):
+        progress(f"alembic: {note}")
     fixups = run_fixups(database, apply=True)
     for result in fixups:
         progress(f"fix-up {result}")
@@ -263,7 +273,12 @@ def format_plan(found: Assessment) -> str:
     elif plan.pending:
         steps.append(("migrate", f"alembic upgrade {target}: {len(plan.pending)} revisions{resuming(plan)}, with the "
                                  f"scripts of the letta-{versions.MIGRATIONS_SOURCE} sdist, as the official image "
-                                 "runs them at start"))
+                                 "runs them at start; " + (
+                                     f"LETTA_ENCRYPTION_KEY from ${request.encryption_key_env} in alembic's "
+                                     "environment (Letta's data-encryption backfills run)"
+                                     if request.encryption_key_env else
+                                     "no LETTA_ENCRYPTION_KEY (Letta's data-encryption backfills are skipped; "
+                                     "--encryption-key-env NAME passes yours)")))
     else:
         steps.append(("migrate", "nothing to do: the database is already at the target head"))
     steps.append(("fix-ups", "; ".join(str(r) for r in found.drift) + " (checked again after the migration)"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -17,14 +18,48 @@ from pathlib import Path
 
 from .. import versions
 from .. import progress
-from ..errors import LettaCompatError, ProvisioningError, redact
+from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
 from .install import ensure_migration_scripts, ensure_server
 
 
-def alembic_env(dsn: str, home: Path) -> dict[str, str]:
+ENCRYPTION_KEY_VAR = "LETTA_ENCRYPTION_KEY"
+# Letta's data-encryption backfills (8149a781ac1b: providers, sandbox environment variables,
+# MCP OAuth codes; eff256d296cb: MCP servers and OAuth tokens) read LETTA_ENCRYPTION_KEY from
+# alembic's environment and do nothing without it. Neither touches agent_environment_variables.
+BACKFILL_REVISIONS = ("8149a781ac1b", "eff256d296cb")
+_SKIPPED = "LETTA_ENCRYPTION_KEY not set. Skipping data encryption migration."
+_ENCRYPTED = re.compile(r"^(\w+): Encrypted (\d+) records", re.M)
+
+
+def encryption_key_from(env_name: str, option: str = "--encryption-key-env") -> str:
+    """The value of the environment variable ``env_name`` (the operator's LETTA_ENCRYPTION_KEY),
+    registered as a secret; unset or empty is one line naming the option."""
+    value = os.environ.get(env_name)
+    if not value:
+        raise LettaCompatError(f"{option} {env_name}: that environment variable is not set (or empty). Export "
+                               "the server's LETTA_ENCRYPTION_KEY under it.")
+    register_secret(value)
+    return value
+
+
+def alembic_env(dsn: str, home: Path, encryption_key: str | None = None) -> dict[str, str]:
     # LETTA_PG_URI must be set: the ORM picks column types from it at import time
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LETTA_PG_URI": dsn,
-            "PYTHONUNBUFFERED": "1", "LC_ALL": "C.UTF-8"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LETTA_PG_URI": dsn,
+           "PYTHONUNBUFFERED": "1", "LC_ALL": "C.UTF-8"}
+    if encryption_key:  # in the environment only: never on a command line, never printed
+        env[ENCRYPTION_KEY_VAR] = encryption_key
+    return env
+
+
+def backfill_notes(output: str) -> list[str]:
+    """What Letta's data-encryption backfills did, from alembic's output (counts, no values)."""
+    notes = []
+    if _SKIPPED in output:
+        notes.append(f"Letta's data-encryption migrations ({', '.join(BACKFILL_REVISIONS)}) were skipped: "
+                     f"{ENCRYPTION_KEY_VAR} was not set for alembic")
+    notes += [f"{table}: {count} record(s) encrypted by Letta's data-encryption migration"
+              for table, count in _ENCRYPTED.findall(output) if count != "0"]
+    return notes
 
 
 def _where(dsn: str) -> str:
@@ -39,8 +74,10 @@ def _where(dsn: str) -> str:
 
 
 def upgrade_database(dsn: str, revision: str, cache: Path, *, log_path: Path | None = None,
-                     timeout: float = 900) -> float:
-    """``alembic upgrade <revision>`` on ``dsn``; returns the seconds it took."""
+                     timeout: float = 900, encryption_key: str | None = None) -> float:
+    """``alembic upgrade <revision>`` on ``dsn``; returns the seconds it took. ``encryption_key``
+    (the server's LETTA_ENCRYPTION_KEY) lets Letta's data-encryption backfills run."""
+    register_secret(encryption_key)
     scripts = ensure_migration_scripts(cache)
     migrator = ensure_server(versions.MIGRATIONS_SOURCE, cache)
     started = time.monotonic()
@@ -48,7 +85,7 @@ def upgrade_database(dsn: str, revision: str, cache: Path, *, log_path: Path | N
             progress.phase(f"alembic upgrade {revision} on {redact(_where(dsn))}"):
         try:
             proc = subprocess.run([str(migrator.alembic), "upgrade", revision], cwd=scripts,
-                                  env=alembic_env(dsn, Path(home)), capture_output=True, text=True,
+                                  env=alembic_env(dsn, Path(home), encryption_key), capture_output=True, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ProvisioningError(f"alembic upgrade {revision} did not finish within {timeout:.0f} s.") from None

@@ -20,6 +20,7 @@ from ..provision.logexcerpt import excerpt
 from ..report.grid import Report, CheckOutcome
 
 CELL_PROPERTY = "letta_compat_cell"
+REHEARSAL_PROPERTY = "letta_compat_rehearsal"  # a [[rehearsal]]'s report, to join the grid's HTML
 _LOG_SECTION = "server log"
 NOTE_PROPERTY = "letta_compat_note"
 _LOGS_DIR_KEY = pytest.StashKey[Path]()
@@ -78,7 +79,7 @@ def cell_of(item: pytest.Item) -> tuple[str, str] | None:
     pair = params.get("letta_code_entry")
     if pair is not None:
         return pair.server.id, pair.letta_code.id
-    entry = params.get("letta_server_entry") or params.get("letta_upgrade_entry")
+    entry = params.get("letta_server_entry") or params.get("letta_upgrade_entry") or params.get("letta_rehearsal_entry")
     if entry is None:
         return None
     marker = item.get_closest_marker("letta_check")
@@ -114,9 +115,19 @@ class ReportCollector:
         cell = cell_of(item)
         if cell is not None:
             report.user_properties.append((CELL_PROPERTY, list(cell)))
+        rehearsal = getattr(item, "funcargs", {}).get("letta_rehearsal")
+        if (report.when == "call" and rehearsal is not None and self.config.getoption("--letta-report")
+                and isinstance(getattr(rehearsal, "report", None), dict)):
+            # the report's JSON (no secret in it) travels with the test's report, from an xdist worker too
+            entry = getattr(getattr(item, "callspec", None), "params", {}).get("letta_rehearsal_entry")
+            report.user_properties.append((REHEARSAL_PROPERTY, {**rehearsal.report,
+                                                                "entry": getattr(entry, "id", item.nodeid)}))
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rehearsal = dict(report.user_properties).get(REHEARSAL_PROPERTY)
+        if isinstance(rehearsal, dict) and all(r.get("entry") != rehearsal.get("entry") for r in self.report.rehearsals):
+            self.report.rehearsals.append(rehearsal)
         cell = dict(report.user_properties).get(CELL_PROPERTY)
         outcome = _outcome(report)
         if cell is None or outcome is None:

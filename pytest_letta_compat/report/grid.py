@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import LettaCompatError, redact
+from . import html as html_page
+from .rehearsal import section as rehearsal_section
 
 # worst first: a cell shows the worst outcome among its tests (a declared incompatibility
 # outranks the passes beside it: the pair is still incompatible)
@@ -22,8 +24,6 @@ _LABEL = {"failed": "fail", "error": "error", "xpassed": "XPASS", "passed": "pas
           "xfailed": "expected failure", "skipped": "skipped"}
 _SHORT = {"failed": "FAIL", "error": "ERROR", "xpassed": "XPASS", "passed": "pass",
           "xfailed": "xfail", "skipped": "skip"}
-_COLOUR = {"failed": "#f8b4b4", "error": "#f8b4b4", "xpassed": "#fcd9a8", "passed": "#b7e4c7",
-           "xfailed": "#fff3b0", "skipped": "#e5e7eb"}
 CHECK_ORDER = ["smoke", "schema", "api", "roundtrip", "upgrade"]
 FORMAT_VERSION = 1
 
@@ -45,6 +45,7 @@ class Report:
     outcomes: list[CheckOutcome] = field(default_factory=list)
     created: float = field(default_factory=time.time)
     note: str = ""  # why there is nothing to show (the gate: "image unchanged, nothing to check")
+    rehearsals: list[dict] = field(default_factory=list)  # [[rehearsal]] reports (their JSON), shown below the grid
 
     # -- model -----------------------------------------------------------------------------
     def rows(self) -> list[str]:
@@ -108,6 +109,8 @@ class Report:
                "ok": self.ok, "tests": [asdict(o) for o in self.outcomes]}
         if self.note:
             doc["note"] = self.note
+        if self.rehearsals:
+            doc["rehearsals"] = self.rehearsals
         return doc
 
     def to_markdown(self) -> str:
@@ -133,7 +136,6 @@ class Report:
     def to_html(self) -> str:
         rows, cols = self.rows(), self.columns()
         esc = html.escape
-        head = "".join(f"<th>{esc(c)}</th>" for c in cols)
         body, details = [], []
         for r in rows:
             tds = []
@@ -143,14 +145,13 @@ class Report:
                 if v is None:
                     tds.append('<td class="none">–</td>')
                     continue
-                label = esc(_LABEL[v])
                 bad = [t for t in tests if t.outcome in ("failed", "error", "xpassed", "xfailed")]
+                anchor = None
                 if bad:
                     anchor = f"f-{len(details)}"
                     details.append((anchor, r, c, bad))
-                    label = f'<a href="#{anchor}">{label}</a>'
-                tds.append(f'<td style="background:{_COLOUR[v]}">{label}</td>')
-            body.append(f"<tr><th>{esc(r)}</th>{''.join(tds)}</tr>")
+                tds.append(html_page.cell(_LABEL[v], v, href=f"#{anchor}" if anchor else None))
+            body.append((r, tds))
         sections = []
         for anchor, r, c, bad in details:
             items = "".join(
@@ -160,23 +161,12 @@ class Report:
                 for t in bad)
             sections.append(f'<section id="{anchor}"><h3>{esc(r)} · {esc(c)}</h3>{items}</section>')
         counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts().items()))
-        return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Letta compatibility report</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2rem;color:#111}}
-table{{border-collapse:collapse}} th,td{{border:1px solid #999;padding:.4rem .8rem;text-align:center}}
-tbody th{{text-align:left;font-family:monospace}} pre{{background:#f6f6f6;padding:.6rem;overflow:auto;max-height:30rem}}
-section{{margin-top:2rem;border-top:2px solid #ddd}}
-</style></head><body>
-<h1>Letta compatibility report</h1>
-{f"<p>{esc(self.note)}</p>" if self.note else ""}
+        rehearsals = "".join(rehearsal_section(r) for r in self.rehearsals)
+        return html_page.page("Letta compatibility report", f"""{f"<p>{esc(self.note)}</p>" if self.note else ""}
 <p>Matrix: <code>{esc(self.matrix)}</code> · {esc(counts)} · verdict: <strong>{"compatible" if self.ok else "NOT compatible"}</strong></p>
-<table id="grid"><thead><tr><th>entry</th>{head}</tr></thead><tbody>
-{''.join(body)}
-</tbody></table>
+{html_page.table(["entry", *cols], body, table_id="grid")}
 {''.join(sections)}
-</body></html>
-"""
+{rehearsals}""")
 
     def write(self, path: str | Path) -> list[Path]:
         """Write ``path`` in the format its suffix names; a bare path gets all three."""
@@ -230,6 +220,15 @@ def load_report(path: str | Path) -> Report:
             raise ValueError("no `tests` list")
         outcomes = [_outcome_of(t, i) for i, t in enumerate(doc["tests"])]
         matrix, created, note = doc.get("matrix", ""), doc.get("created", 0.0), doc.get("note", "")
+        rehearsals = doc.get("rehearsals", [])
+        if not isinstance(rehearsals, list):
+            raise ValueError("`rehearsals` is not a list")
+        for i, rehearsal in enumerate(rehearsals):
+            try:  # what to_html will read of it
+                rehearsal_section(rehearsal)
+            except (KeyError, TypeError, AttributeError, ValueError) as exc:
+                raise ValueError(f"rehearsals[{i}] is not a rehearsal report ({type(exc).__name__}: "
+                                 f"{str(exc)[:80]})") from None
         if not isinstance(matrix, str) or not isinstance(note, str) or isinstance(created, bool) \
                 or not isinstance(created, (int, float)):
             raise ValueError("`matrix`, `created` or `note` has the wrong type")
@@ -243,7 +242,7 @@ def load_report(path: str | Path) -> Report:
         raise LettaCompatError(
             f"{path}: not a letta-compat JSON report ({exc}). Give the .json files written by "
             "pytest --letta-report.") from None
-    return Report(matrix=matrix, outcomes=outcomes, created=created, note=note)
+    return Report(matrix=matrix, outcomes=outcomes, created=created, note=note, rehearsals=rehearsals)
 
 
 def merge_reports(reports: list[Report]) -> Report:
@@ -255,4 +254,8 @@ def merge_reports(reports: list[Report]) -> Report:
             if seen is None or _SEVERITY.index(o.outcome) < _SEVERITY.index(seen.outcome):
                 by_id[o.nodeid] = o
     matrices = sorted({r.matrix for r in reports if r.matrix})
-    return Report(matrix=", ".join(matrices), outcomes=list(by_id.values()))
+    rehearsals: dict[str, dict] = {}  # a rehearsal reported by two shards once
+    for rep in reports:
+        for rehearsal in rep.rehearsals:
+            rehearsals.setdefault(rehearsal.get("entry") or json.dumps(rehearsal, sort_keys=True), rehearsal)
+    return Report(matrix=", ".join(matrices), outcomes=list(by_id.values()), rehearsals=list(rehearsals.values()))

@@ -15,7 +15,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
     request = RehearsalRequest(targets=args.to, cache=cache_root(args.cache_dir),
                                dump=Path(args.dump) if args.dump else None, dsn=args.dsn,
-                               encryption_key_env=args.encryption_key_env, sample=args.sample,
+                               encryption_key_env=args.encryption_key_env, letta_code=args.letta_code or [],
+                               sample=args.sample,
                                postgres_major=args.postgres)
     report = rehearse(request, progress=lambda line: print(redact(line), file=sys.stderr, flush=True))
     for line in format_report(report):
@@ -45,8 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="PATH", help="write the report: PATH.json, .md or .html by suffix "
                                                     "(a bare PATH writes all three)")
     p.add_argument("--encryption-key-env", metavar="NAME",
-                   help="the environment variable holding your LETTA_ENCRYPTION_KEY; without it, values stored "
-                        "encrypted are reported as not checked")
+                   help="the environment variable holding your LETTA_ENCRYPTION_KEY: the servers and the alembic "
+                        "runs get it in their environment (never printed), so Letta's data-encryption backfills "
+                        "run as on your server; without it, values stored encrypted are reported as not checked")
+    p.add_argument("--letta-code", action="append", metavar="VERSION",
+                   help="a Letta Code release (repeatable) that resumes an agent of your dump in one headless turn "
+                        "on each target, on the letta-compat path's copy; exit 1 if it cannot")
     p.add_argument("--sample", type=int, default=3, metavar="N",
                    help="agents that exchange one real message (with the fake LLM) on each path (default 3)")
     p.add_argument("--postgres", type=int, choices=(16, 18), default=16,

@@ -35,12 +35,13 @@ from typing import Any
 from psycopg import sql
 
 from .. import versions
-from ..errors import LettaCompatError, redact, register_secret
-from ..provision.alembic import upgrade_to_release
+from ..errors import LettaCompatError, redact
+from ..provision.alembic import backfill_notes, encryption_key_from, upgrade_to_release
 from ..provision.fake_llm import FakeLLM
 from ..provision.install import ensure_migration_scripts
 from ..rest.client import LettaAPI, LettaAPIError
 from ..postgres.client import pg_dump, run_pg_tool, shown_dsn
+from ..report.rehearsal import PATHS, path_problems, to_html as rehearsal_html
 from ..postgres.layout import create_database, drop_public
 from ..schema.compare import check_database
 from ..schema.inspect import find_letta_schema
@@ -51,7 +52,6 @@ from ..versions import describe_revision, versions_at
 from ..provision.alembic import RevisionGraph
 
 Progress = Callable[[str], None]
-PATHS = ("image", "letta-compat")
 SOURCE_DB = "rehearsal_source"
 EXCHANGE_TEXT = "letta-compat rehearsal: are you still there?"
 
@@ -63,6 +63,7 @@ class RehearsalRequest:
     dump: Path | None = None
     dsn: str | None = None
     encryption_key_env: str | None = None
+    letta_code: list[str] = field(default_factory=list)  # Letta Code versions that resume an agent of the dump
     sample: int = 3
     workdir: Path | None = None
     postgres_major: int = 16
@@ -79,10 +80,13 @@ class RehearsalRequest:
                 raise LettaCompatError(f"--to {target!r} is not a Letta server release this tool knows. Allowed: "
                                        f"{', '.join(versions.known_server_versions())}.")
         if self.encryption_key_env is not None:
-            if not os.environ.get(self.encryption_key_env):
-                raise LettaCompatError(f"--encryption-key-env {self.encryption_key_env}: that environment variable "
-                                       "is not set (or empty). Export the server's LETTA_ENCRYPTION_KEY under it.")
-            register_secret(os.environ[self.encryption_key_env])
+            encryption_key_from(self.encryption_key_env)  # unset or empty: one line, before anything runs
+        for version in self.letta_code:
+            if not versions.is_known_letta_code(version):
+                from ..versions_letta_code import describe_allowed
+
+                raise LettaCompatError(f"--letta-code {version!r} is not in the Letta Code release table. "
+                                       f"Allowed: {describe_allowed()}.")
         if self.dump is not None:
             self.dump = Path(self.dump)
             if not self.dump.is_file():
@@ -93,7 +97,7 @@ class RehearsalRequest:
 
     @property
     def encryption_key(self) -> str | None:
-        return os.environ.get(self.encryption_key_env) if self.encryption_key_env else None
+        return encryption_key_from(self.encryption_key_env) if self.encryption_key_env else None
 
 
 # -- the report ----------------------------------------------------------------------------
@@ -103,6 +107,7 @@ class PathResult:
     verdict: str = "intact"  # intact | changed | lost | failed
     error: str | None = None
     migration_seconds: float | None = None
+    migration_notes: list[str] = field(default_factory=list)  # what Letta's data-encryption backfills did
     fixups: list[str] = field(default_factory=list)
     schema_ready: bool | None = None
     schema_problems: list[str] = field(default_factory=list)
@@ -128,12 +133,24 @@ class RehearsalReport:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def ok(self) -> bool:
+    def intact(self) -> bool:
         return all(t["paths"]["letta-compat"]["verdict"] == "intact" for t in self.targets)
 
+    @property
+    def letta_code_works(self) -> bool:
+        return all(run["verdict"] == "works" for t in self.targets for run in t.get("letta_code", []))
+
+    @property
+    def ok(self) -> bool:
+        """Every agent intact on the letta-compat path, and every Letta Code asked for resumed one."""
+        return self.intact and self.letta_code_works
+
     def to_json(self) -> dict:
-        return {"verdict": "intact" if self.ok else "not intact", "source": self.source, "targets": self.targets,
-                "timings": {k: round(v, 1) for k, v in self.timings.items()}}
+        doc = {"verdict": "intact" if self.intact else "not intact", "source": self.source, "targets": self.targets,
+               "timings": {k: round(v, 1) for k, v in self.timings.items()}}
+        if any("letta_code" in t for t in self.targets):
+            doc["letta_code_verdict"] = "works" if self.letta_code_works else "fails"
+        return doc
 
 
 # -- reading the source --------------------------------------------------------------------
@@ -217,6 +234,8 @@ class Rehearsal:
         self.backend = None
         self._copies = 0
         self.kept: dict[tuple[str, str], str] = {}  # (target, path) -> database, with request.keep
+        self.letta_code_runs: dict[str, list[dict]] = {}  # target -> {"version", "verdict", "evidence"}
+        self.letta_code_installs: dict = {}  # version -> LettaCodeInstall, installed before any server starts
 
     def say(self, line: str) -> None:
         self.progress(redact(f"[{time.monotonic() - self.started:6.1f}s] {line}"))
@@ -345,33 +364,40 @@ class Rehearsal:
                     k=sql.Literal(kind), ty=sql.SQL(ctype)))
                 for url, endpoint_type, count in rows:
                     done.append(f"{table}.{col}: {count} x {_shown_url(url)} ({endpoint_type}) -> the fake LLM")
-            provider = columns("providers")
-            if provider:
-                (count,) = conn.execute("SELECT count(*) FROM providers").fetchone()
-                sets = [sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in
-                        ("api_key", "api_key_enc", "access_key", "access_key_enc") if c in provider]
-                if "base_url" in provider:
-                    sets.append(sql.SQL("base_url = {}").format(sql.Literal(fake)))
-                if count and sets:
-                    conn.execute(sql.SQL("UPDATE providers SET {}").format(sql.SQL(", ").join(sets)))
-                    done.append(f"providers: {count} base URL(s) -> the fake LLM, stored keys blanked")
-            mcp = columns("mcp_server")
-            if mcp:
-                (count,) = conn.execute("SELECT count(*) FROM mcp_server").fetchone()
-                sets = [sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in
-                        ("token", "token_enc", "custom_headers", "custom_headers_enc") if c in mcp]
-                if "server_url" in mcp:
-                    sets.append(sql.SQL("server_url = CASE WHEN server_url IS NULL THEN NULL ELSE {} END").format(
-                        sql.Literal(self.fake.url + "/mcp")))
-                if count and sets:
-                    conn.execute(sql.SQL("UPDATE mcp_server SET {}").format(sql.SQL(", ").join(sets)))
-                    done.append(f"mcp_server: {count} server URL(s) -> the fake LLM's address, tokens and headers blanked")
+            # a provider without a base URL uses its vendor's default: it points at the fake LLM too;
+            # an MCP server without a URL (stdio) stays without one
+            for table, keys, url_column, url, even_unset, what in (
+                    ("providers", ("api_key", "api_key_enc", "access_key", "access_key_enc"), "base_url", fake,
+                     True, "base URL(s) -> the fake LLM, stored keys blanked"),
+                    ("mcp_server", ("token", "token_enc", "custom_headers", "custom_headers_enc"), "server_url",
+                     self.fake.url + "/mcp", False, "server URL(s) -> the fake LLM's address, tokens and headers "
+                     "blanked")):
+                count = self._blank(conn, columns(table), table, keys, url_column, url, even_unset)
+                if count:
+                    done.append(f"{table}: {count} {what}")
             if columns("mcp_oauth"):
                 (count,) = conn.execute("SELECT count(*) FROM mcp_oauth").fetchone()
                 if count:
                     conn.execute("DELETE FROM mcp_oauth")
                     done.append(f"mcp_oauth: {count} OAuth session(s) removed from the copy")
         return done
+
+    @staticmethod
+    def _blank(conn, present: dict[str, str], table: str, keys: tuple[str, ...], url_column: str, url: str,
+               even_unset: bool) -> int:
+        """Blank ``keys`` and point ``url_column`` at ``url`` (with ``even_unset``, where it is NULL
+        too) in every row of ``table``; the rows changed (0: no such table, or empty)."""
+        if not present:
+            return 0
+        (count,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+        sets = [sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in keys if c in present]
+        if url_column in present:
+            template = "{c} = {u}" if even_unset else "{c} = CASE WHEN {c} IS NULL THEN NULL ELSE {u} END"
+            sets.append(sql.SQL(template).format(c=sql.Identifier(url_column), u=sql.Literal(url)))
+        if not count or not sets:
+            return 0
+        conn.execute(sql.SQL("UPDATE {} SET {}").format(sql.Identifier(table), sql.SQL(", ").join(sets)))
+        return count
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RehearsalReport:
@@ -383,6 +409,7 @@ class Rehearsal:
         graph = RevisionGraph.from_scripts(ensure_migration_scripts(request.cache))
         source = self.where_it_stands(dump_revision(dump, kind), graph, schema, kind, dump)
         targets = self.reachable_targets(source["revision"], graph, source)
+        self.install_letta_code()
         self._start()
         kind, schema = self.restore_source(dump)
         source["schema"] = schema
@@ -489,7 +516,8 @@ class Rehearsal:
         results = {path: PathResult(path) for path in PATHS}
         began = time.monotonic()
         try:
-            upgrade_to_release(self.dsn(image_db), target, self.request.cache, log_path=log)
+            upgrade_to_release(self.dsn(image_db), target, self.request.cache, log_path=log,
+                               encryption_key=self.request.encryption_key)
         except LettaCompatError as exc:
             with self.cluster.connect(image_db) as conn:
                 now = LettaDatabase.revision(conn, schema)
@@ -497,16 +525,23 @@ class Rehearsal:
                 result.verdict, result.error = "failed", (f"alembic upgrade to {target} failed, the database stopped "
                                                           f"at {now}: {str(exc).splitlines()[-1][:300]}")
             self.say(f"image: {results['image'].error}")
-            return {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+            found = {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+            if self.request.letta_code:
+                found["letta_code"] = [{"version": v, "verdict": "fails", "evidence": "not run: the migration failed"}
+                                       for v in self.request.letta_code]
+            return found
         seconds = time.monotonic() - began
         self.timings[f"migrate_{target}"] = seconds
         self.say(f"migrated a copy to {target} ({versions.server_release(target).alembic_head}) in {seconds:.1f} s")
+        notes = backfill_notes(log.read_text(encoding="utf-8", errors="replace"))
+        for line in notes:
+            self.say(f"alembic: {line}")
         compat_db = self.copy(image_db, f"compat_{target}", schema)
         fixed = run_fixups(LettaDatabase(self.dsn(compat_db)), apply=True)
         results["letta-compat"].fixups = [str(r) for r in fixed]
         for path, name in (("image", image_db), ("letta-compat", compat_db)):
             result = results[path]
-            result.migration_seconds = seconds
+            result.migration_seconds, result.migration_notes = seconds, list(notes)
             for line in result.fixups:
                 if "nothing to do" not in line:
                     self.say(f"{path}: fix-up {line}")
@@ -515,7 +550,13 @@ class Rehearsal:
                 self.kept[(target, path)] = name
             else:
                 self.backend.drop_database(name)
-        return {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+        found = {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+        if self.request.letta_code:
+            found["letta_code"] = self.letta_code_runs.get(target) or [
+                {"version": v, "verdict": "fails", "evidence": "not run: the target did not start on the letta-compat "
+                 "path's copy" if not results["letta-compat"].server_started else "not run"}
+                for v in self.request.letta_code]
+        return found
 
     def check_path(self, target: str, name: str, schema: str, before: Inventory, result: PathResult) -> None:
         schema_report = check_database(self.dsn(name), target, self.request.cache)
@@ -542,6 +583,9 @@ class Rehearsal:
                 after = api_inventory(api, base)
                 self.compare(before, after, result)
                 self.exchange(api, name, schema, before, result)
+            if result.path == "letta-compat" and self.request.letta_code:
+                self.letta_code_runs[target] = [self.letta_code_turn(version, target, stack, name, schema, result)
+                                                for version in self.request.letta_code]
         except LettaCompatError as exc:
             result.verdict, result.error = "failed", f"reading Letta {target}: {str(exc).splitlines()[0][:300]}"
         finally:
@@ -603,6 +647,87 @@ class Rehearsal:
             result.exchange.append(entry)
             if not entry["ok"] and result.verdict == "intact":
                 result.verdict = "changed"
+
+    # -- Letta Code ------------------------------------------------------------------------
+    def install_letta_code(self) -> None:
+        from ..provision.letta_code import ensure_letta_code
+
+        for version in self.request.letta_code:
+            if version not in self.letta_code_installs:
+                self.say(f"Letta Code {version}: installing (or found in the cache)")
+                self.letta_code_installs[version] = ensure_letta_code(version, self.request.cache)
+
+    def letta_code_turn(self, version: str, target: str, stack, name: str, schema: str,
+                        result: PathResult) -> dict[str, str]:
+        """A headless Letta Code turn that resumes an agent of the dump (``--agent ID``) on the
+        target running on the letta-compat path's copy: the agent with the longest history
+        among those that came through. ``works`` when the turn completes on that agent and is stored."""
+        from ..provision.letta_code import LettaCodeTimeout, run_letta_code
+
+        verdict = {"version": version, "verdict": "fails", "evidence": ""}
+        present = [a for a in result.agents if a["verdict"] == "intact" and a["after"] and not a["after"]["hidden"]]
+        if not present:
+            verdict["evidence"] = "not run: no agent of the dump came through intact to resume"
+            return verdict
+        agent = max(present, key=lambda a: (a["after"]["stored_messages"], a["id"]))
+
+        def stored() -> tuple[int, str | None]:
+            with self.cluster.connect(name) as conn:
+                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+                (count,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
+                                        (agent["id"],)).fetchone()
+                (kind,) = conn.execute("SELECT agent_type::text FROM agents WHERE id = %s", (agent["id"],)).fetchone()
+            return count, kind
+
+        def shape() -> tuple[set[str], set[str]]:  # (block labels, tool names) as a client sees them
+            try:
+                with LettaAPI(stack.url, api_key=stack.password) as api:
+                    state = api.find_agent(agent["id"]) or {}
+            except LettaAPIError:
+                state = {}
+            blocks = (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
+            return {b["label"] for b in blocks}, {t["name"] for t in state.get("tools") or []}
+
+        before, agent_type = stored()
+        shape_before = shape()
+        token = f"letta-compat rehearsal, Letta Code {version}: {os.urandom(6).hex()}"
+        where = self.workdir / f"letta-code-{version}-to-{target}"
+        shown = f"agent {agent['name']!r} ({agent['id']}, {agent_type}, {before} stored messages)"
+        self.say(f"letta-compat: Letta Code {version} resuming {shown}")
+        try:
+            run = run_letta_code(self.letta_code_installs[version], ["-p", token, "--agent", agent["id"]],
+                                 base_url=stack.url, api_key=stack.password, home=where / "home",
+                                 cwd=where / "project", json=True)
+        except LettaCodeTimeout as exc:
+            verdict["evidence"] = f"resuming {shown}: {str(exc).splitlines()[0][:300]}"
+            return verdict
+        after, _ = stored()
+        shape_after = shape()
+        changed = [f"{what} {sign}{sorted(names)}" for what, was, now in
+                   (("blocks", shape_before[0], shape_after[0]), ("tools", shape_before[1], shape_after[1]))
+                   for sign, names in (("+", now - was), ("-", was - now)) if names]
+        answer = run.json if isinstance(run.json, dict) else {}
+        seen = [r["body"] for r in self.fake.requests
+                if r["path"].endswith("/chat/completions") and token in json.dumps(r["body"])]
+        context = f"the model's request carried {len(seen[-1].get('messages') or [])} messages" if seen else \
+            "the fake LLM received no request with the prompt"
+        if seen and any(e["id"] == agent["id"] and e["ok"] for e in result.exchange):
+            context += (", among them the rehearsal's earlier exchange with it" if EXCHANGE_TEXT in json.dumps(seen[-1])
+                        else ", not the rehearsal's earlier exchange with it (a new conversation)")
+        if run.returncode == 0 and answer.get("subtype") == "success" and answer.get("agent_id") == agent["id"] \
+                and after > before:
+            verdict["verdict"] = "works"
+            verdict["evidence"] = (f"`letta -p ... --agent {agent['id']}` resumed {shown}: exit 0, answered "
+                                   f"{str(answer.get('result'))[:80]!r}, stored messages {before} -> {after}; {context}")
+        else:
+            got = answer.get("agent_id")
+            verdict["evidence"] = (f"`letta -p ... --agent {agent['id']}` on {shown}: exit {run.returncode}"
+                                   + (f", answered on another agent {got}" if got and got != agent["id"] else "")
+                                   + f", stored messages {before} -> {after}; {context}: {run.error_line()[:300]}")
+        if changed:  # what resuming an agent with Letta Code does to it, worth knowing before the switch
+            verdict["evidence"] += f"; Letta Code changed the agent: {', '.join(changed)}"
+        self.say(f"letta-compat: Letta Code {version} {verdict['verdict']}: {verdict['evidence']}")
+        return verdict
 
     @staticmethod
     def _path_json(result: PathResult, before: Inventory) -> dict[str, Any]:
@@ -674,26 +799,21 @@ def format_report(report: RehearsalReport) -> list[str]:
             p = target["paths"][path]
             counts = ", ".join(f"{n} {v}" for v, n in sorted(p["counts"].items()))
             lines.append(f"Letta {target['version']}, {path} path: {p['verdict'].upper()} ({counts or 'no agents'})")
+            if path == "image":
+                lines += [f"  alembic: {n}" for n in p.get("migration_notes", [])]
             if path == "letta-compat":
                 lines += [f"  fix-up {f}" for f in p["fixups"] if "nothing to do" not in f]
                 lines += [f"  {agent['verdict']:<8} {agent['name']!r}" for agent in p["agents"]]
             for problem in path_problems(p):
                 lines.append(("  WARNING (a plain tag bump): " if path == "image" else "  ") + problem)
             lines += [f"  not checked: {n}" for n in p["not_checked"]]
-    lines.append("VERDICT: every agent came through the letta-compat path intact" if report.ok else
+        for run in target.get("letta_code", []):
+            lines.append(f"Letta {target['version']}, Letta Code {run['version']} resuming an agent of the dump: "
+                         f"{run['verdict'].upper()}: {run['evidence']}")
+    lines.append("VERDICT: every agent came through the letta-compat path intact" if report.intact else
                  "VERDICT: something was lost or changed on the letta-compat path (see above)")
-    return lines
-
-
-def path_problems(p: dict) -> list[str]:
-    """One line per thing a path of the report lost or changed (what the verdict rests on)."""
-    lines = [p["error"]] if p["error"] else []
-    lines += [f"schema: {x}" for x in p["schema_problems"]]
-    for agent in p["agents"]:
-        if agent["verdict"] in ("changed", "lost"):
-            lines += [f"agent {agent['name']!r} ({agent['id']}): {d}" for d in agent["differences"]]
-    lines += [f"server: {d}" for d in p["server_differences"]]
-    lines += [f"message exchange with {e['name']!r}: {e['detail']}" for e in p["exchange"] if not e["ok"]]
+    if not report.letta_code_works:
+        lines.append("VERDICT: a Letta Code version asked for with --letta-code could not resume an agent (see above)")
     return lines
 
 
@@ -712,17 +832,7 @@ def write_report(report: RehearsalReport, path: Path) -> list[Path]:
         elif suffix == ".md":
             text = "# Letta upgrade rehearsal\n\n" + "\n".join(f"    {line}" for line in format_report(report)) + "\n"
         else:
-            import html
-
-            rows = "\n".join(f"<tr><td>{html.escape(t['version'])}</td><td>{html.escape(p)}</td>"
-                             f"<td class='{html.escape(t['paths'][p]['verdict'])}'>{html.escape(t['paths'][p]['verdict'])}"
-                             f"</td><td>{html.escape(json.dumps(t['paths'][p]['counts']))}</td></tr>"
-                             for t in report.targets for p in PATHS)
-            text = ("<!doctype html><meta charset='utf-8'><title>Letta upgrade rehearsal</title>"
-                    "<style>.intact{background:#cfc}.changed,.lost,.failed{background:#fcc}</style>"
-                    f"<h1>Letta upgrade rehearsal</h1><table><tr><th>target</th><th>path</th><th>verdict</th>"
-                    f"<th>agents</th></tr>{rows}</table><pre>"
-                    + html.escape("\n".join(format_report(report))) + "</pre>")
+            text = rehearsal_html(data)
         target.write_text(redact(text), encoding="utf-8")
         written.append(target)
     return written

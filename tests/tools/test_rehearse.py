@@ -2,15 +2,16 @@
 
 A 0.11.3 database seeded through the real 0.11.3 API: an agent with a long history (> 120
 stored messages), a "/" name and a non-ASCII name set by PATCH, a custom tool, archival
-memory, and a tool environment variable. Its dump is rehearsed to real targets; the
-half-applied incident database (stopped between 0.16.1 and 0.16.2, no sequence_id default) too;
-bad inputs exit 2.
+memory, a tool environment variable and a sandbox environment variable. Its dump is rehearsed
+to real targets, with and without the server's encryption key; the half-applied incident
+database (stopped between 0.16.1 and 0.16.2, no sequence_id default) too; bad inputs exit 2.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pathlib import Path
 import pytest
 
 from pytest_letta_compat import versions
+from pytest_letta_compat.operations.database import LettaDatabase
+from pytest_letta_compat.operations.fixups import run_fixups
 from pytest_letta_compat.postgres.client import pg_dump, run_pg_tool
 from pytest_letta_compat.provision.alembic import upgrade_database
 from pytest_letta_compat.rest.agents import create_agent, send_message
@@ -29,6 +32,7 @@ pytestmark = pytest.mark.letta_check("upgrade")
 OLD = "0.11.3"
 HALF_WAY = "ee2b43eea55e"  # 0.16.2's first revision: steps.request_id, but no conversations yet
 SECRET = "tok-" + secrets.token_hex(12)  # the tool env var's value: must never be printed or written
+SANDBOX_SECRET = "sbx-" + secrets.token_hex(12)  # a sandbox env var's value: the same
 SLASH_NAME, UNICODE_NAME = "AI/ML Expert", "Café Ørsted 東京"
 TOOL_SOURCE = '''def roll_dice(sides: int) -> str:
     """Roll a die.
@@ -43,10 +47,13 @@ TOOL_SOURCE = '''def roll_dice(sides: int) -> str:
 '''
 
 
-def rehearse(cache: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``letta-compat rehearse`` as a separate process, as an operator runs it."""
+def rehearse(cache: Path, *args: str, timeout: float = 900, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
+    """``letta-compat rehearse`` as a separate process, as an operator runs it (``env``: added
+    to this environment)."""
     return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(cache),
-                           "rehearse", *args], capture_output=True, text=True, timeout=timeout)
+                           "rehearse", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
 
 
 def duplicate_history(conn, agent_id: str, times: int) -> None:
@@ -85,6 +92,9 @@ def seeded(letta_postgres, letta_server_factory, fake_llm, tmp_path_factory):
         for text in ("the launch is on Tuesday", "the password hint is a cat's name"):
             client.post(f"/v1/agents/{secretive['id']}/archival-memory", json={"text": text}).raise_for_status()
         agents["tools"] = secretive["id"]
+        sandbox = client.post("/v1/sandbox-config/local/default").raise_for_status().json()
+        client.post(f"/v1/sandbox-config/{sandbox['id']}/environment-variable",
+                    json={"key": "SANDBOX_TOKEN", "value": SANDBOX_SECRET}).raise_for_status()
     server.stop()
     with letta_postgres.connect(name) as conn:
         duplicate_history(conn, agents["long"], 6)
@@ -101,10 +111,11 @@ def by_name(path: dict) -> dict[str, dict]:
     return {agent["name"]: agent for agent in path["agents"]}
 
 
-def no_secret_anywhere(result: subprocess.CompletedProcess, *files: Path) -> None:
+def no_secret_anywhere(result: subprocess.CompletedProcess, *files: Path, also: tuple[str, ...] = ()) -> None:
     for text in (result.stdout, result.stderr, *(f.read_text() for f in files if f.exists())):
-        assert SECRET not in text
-        assert hashlib.sha256(SECRET.encode()).hexdigest() not in text
+        for secret in (SECRET, SANDBOX_SECRET, *also):
+            assert secret not in text
+            assert hashlib.sha256(secret.encode()).hexdigest() not in text
 
 
 def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool_secret(seeded, letta_postgres,
@@ -132,7 +143,9 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
     assert "roll_dice" in tool_user["after"]["tools"] and tool_user["after"]["archival_passages"] == 2
     assert tool_user["before"]["tool_env_vars"] == {"WEATHER_TOKEN": "readable"}
     assert tool_user["after"]["tool_env_vars"] == {"WEATHER_TOKEN": "readable"}
-    assert any(f.startswith("secrets only in plaintext columns: 1 secret") and "repaired" in f for f in compat["fixups"])
+    # without the key, Letta's own backfills skip every secret: the fix-up moves both
+    assert any(f.startswith("secrets only in plaintext columns: 2 secret") and "repaired" in f for f in compat["fixups"])
+    assert any("were skipped: LETTA_ENCRYPTION_KEY was not set" in n for n in compat["migration_notes"])
     assert all(e["ok"] for e in compat["exchange"]) and len(compat["exchange"]) == 3
     # the honest red case: a plain tag bump leaves the secret unreadable, and the rehearsal names it
     image = report["targets"][0]["paths"]["image"]
@@ -171,12 +184,12 @@ def test_a_live_database_in_public_is_only_read_and_comes_through_to_0_16_2(seed
     assert compat["verdict"] == "intact" and {SLASH_NAME, UNICODE_NAME} <= set(by_name(compat))
 
 
-def fingerprint(letta_postgres, name: str) -> dict:
+def fingerprint(letta_postgres, name: str, schema: str = "public") -> dict:
     """Every table's row count and content checksum, and every object, of database ``name``."""
     with letta_postgres.connect(name) as conn:
-        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
         found = {t: conn.execute(f'SELECT count(*), md5(coalesce(string_agg(x::text, \'|\' ORDER BY x::text), \'\')) '
-                                 f'FROM "{t}" x').fetchone() for t in tables}
+                                 f'FROM "{schema}"."{t}" x').fetchone() for t in tables}
         found["objects"] = sorted(conn.execute(
             "SELECT n.nspname, c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')").fetchall())
@@ -214,6 +227,83 @@ def test_the_incident_database_comes_through_after_fix_ups_from_a_plain_sql_dump
     assert not all(e["ok"] for e in paths["image"]["exchange"])
     assert "Source: " in result.stdout and "partly applied upgrade" in result.stdout
     no_secret_anywhere(result, tmp_path / "r.json")
+
+
+def test_with_the_encryption_key_alembic_runs_letta_s_backfill_which_still_skips_tool_env_vars(seeded, letta_postgres,
+                                                                                           tmp_path):
+    """--encryption-key-env puts LETTA_ENCRYPTION_KEY into alembic's environment (and the servers'):
+    Letta's backfill (8149a781ac1b) then encrypts the sandbox environment variable. It has no step
+    for agent_environment_variables, so on the image path the tool env var still reads as the
+    placeholder even with the key; the fix-up still carries it on the letta-compat path."""
+    _, _, dump = seeded
+    key = secrets.token_urlsafe(32)
+    report_path = tmp_path / "rehearsal.json"
+    result = rehearse(letta_postgres.cache, "--dump", str(dump), "--to", "0.16.8", "--encryption-key-env",
+                      "REHEARSAL_TEST_KEY", "--report", str(report_path), env={"REHEARSAL_TEST_KEY": key})
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    no_secret_anywhere(result, report_path, also=(key,))
+    report = json.loads(report_path.read_text())
+    paths = report["targets"][0]["paths"]
+    for path in paths.values():  # the key reached alembic: Letta's backfill ran and encrypted the sandbox value
+        assert "sandbox_environment_variables: 1 record(s) encrypted by Letta's data-encryption migration" \
+            in path["migration_notes"], path["migration_notes"]
+        assert not any("skipped" in note for note in path["migration_notes"])
+    assert "alembic: sandbox_environment_variables: 1 record(s) encrypted" in result.stdout
+    compat = paths["letta-compat"]
+    assert compat["verdict"] == "intact" and not compat["not_checked"]
+    assert by_name(compat)["tool-user"]["after"]["tool_env_vars"] == {"WEATHER_TOKEN": "readable"}
+    # only the agent's tool env var is left for the fix-up: the backfill never covered that table
+    assert any(f.startswith("secrets only in plaintext columns: 1 secret value(s)") and
+               "agent_environment_variables.value" in f and "repaired" in f for f in compat["fixups"])
+    image = by_name(paths["image"])["tool-user"]
+    assert image["verdict"] == "changed" and image["after"]["tool_env_vars"] == {"WEATHER_TOKEN": "placeholder"}
+
+
+def test_letta_code_resumes_an_agent_of_a_0_11_3_dump_on_0_16_8(seeded, letta_postgres, tmp_path):
+    """--letta-code 0.34.12: on the letta-compat path's copy, with 0.16.8 running, the real CLI takes
+    one headless turn on the dump's longest-history agent (a memgpt_v2_agent made by 0.11.3)."""
+    _, agents, dump = seeded
+    result = rehearse(letta_postgres.cache, "--dump", str(dump), "--to", "0.16.8", "--letta-code", "0.34.12",
+                      "--report", str(tmp_path / "rehearsal"))
+    no_secret_anywhere(result, *(tmp_path / f"rehearsal{s}" for s in (".json", ".md", ".html")))
+    report = json.loads((tmp_path / "rehearsal.json").read_text())
+    assert result.returncode == 0, result.stdout + result.stderr[-5000:]
+    (run,) = report["targets"][0]["letta_code"]
+    assert run["version"] == "0.34.12" and run["verdict"] == "works", run
+    # the agent 0.11.3 made (a memgpt_v2_agent, not Letta Code's letta_v1_agent) is resumed, not replaced:
+    # the turn is stored on it and reaches the model with the agent's earlier messages
+    assert f"resumed agent 'long-history' ({agents['long']}, memgpt_v2_agent" in run["evidence"]
+    assert "among them the rehearsal's earlier exchange with it" in run["evidence"]
+    assert "Letta Code changed the agent" not in run["evidence"]  # no block or tool attached or removed
+    assert report["letta_code_verdict"] == "works" and report["verdict"] == "intact"
+    assert "Letta Code 0.34.12 resuming an agent of the dump: WORKS" in result.stdout
+    page = (tmp_path / "rehearsal.html").read_text()
+    assert "0.34.12" in page and ">works</td>" in page and "long-history" in page
+
+
+def test_the_fix_ups_are_idempotent_on_an_upgraded_copy(seeded, letta_postgres):
+    """An upgrade to 0.16.8 as the image runs it, then the fix-ups twice: the first repairs the
+    secrets left in plaintext columns, the second finds nothing to do and changes no row."""
+    name, _, _ = seeded
+    copy = f"rehearse_fixups_{uuid.uuid4().hex[:6]}"
+    with letta_postgres.connect("postgres") as conn:
+        conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}" OWNER letta')
+        conn.execute(f'ALTER DATABASE "{copy}" SET search_path TO letta')
+    try:
+        letta_postgres.migrate(copy, "0.16.8")
+        database = LettaDatabase(letta_postgres.dsn(copy))
+        first = {r.name: r for r in run_fixups(database, apply=True)}
+        after_first = fingerprint(letta_postgres, copy, "letta")
+        second = run_fixups(database, apply=True)
+        after_second = fingerprint(letta_postgres, copy, "letta")
+    finally:
+        letta_postgres.drop_database(copy)
+    repaired = first["secrets only in plaintext columns"]
+    assert repaired.applied and repaired.drift.startswith("2 secret value(s)"), repaired
+    assert [str(r) for r in second] == [f"{r.name}: ok, nothing to do" for r in second]
+    assert not any(r.applied for r in second)
+    assert "agent_environment_variables" in after_second and "sandbox_environment_variables" in after_second
+    assert after_second == after_first
 
 
 # -- bad input: exit 2, one line -----------------------------------------------------------

@@ -86,6 +86,7 @@ class NativeBackend(LettaBackend):
         return self
 
     def stop(self) -> None:
+        self.wait_for_stops()
         for stack in reversed(self.stacks):
             stack.stop()
         if self.cluster is not None:

@@ -76,6 +76,7 @@ class DockerBackend(LettaBackend):
         if self._stopped or self.client is None:
             return
         self._stopped = True
+        self.wait_for_stops()
         for stack in reversed(self.stacks):
             stack.stop()
         if self.compose is not None:

@@ -20,6 +20,7 @@ from ..errors import LettaCompatError
 from ..provision.fake_llm import FakeLLM
 from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
 from ..matrix.model import Matrix, PostgresSpec, RehearsalEntry, ServerEntry, UpgradeEntry
+from ..operations.upgrade_path import UpgradePath
 from .stash import BACKEND_KEY, MATRIX_KEY, STACKS_KEY
 
 # the Letta Code runs of a test, attached to its report when it fails
@@ -83,7 +84,9 @@ def letta_postgres(letta_backend: LettaBackend) -> LettaBackend:
 @pytest.fixture(scope="session")
 def letta_server_factory(pytestconfig: pytest.Config, letta_backend: LettaBackend) -> Callable[..., LettaStack]:
     """``factory(version, *, database=None, secure=False, password=None)`` starts any Letta
-    version on any database (default: a fresh copy of that version's template)."""
+    version on any database (default: a fresh copy of that version's template).
+    ``factory.stop_soon(stack)`` stops a server in the background (the session waits for it
+    at its end); ``stack.stop()`` when its database is used next."""
 
     def start(version: str, *, database: str | None = None, secure: bool = False,
               password: str | None = None) -> LettaStack:
@@ -97,6 +100,7 @@ def letta_server_factory(pytestconfig: pytest.Config, letta_backend: LettaBacken
             used.append(stack)
         return stack
 
+    start.stop_soon = letta_backend.stop_soon
     return start
 
 
@@ -110,6 +114,29 @@ def letta_server_entry(request: pytest.FixtureRequest) -> ServerEntry:
 def letta_upgrade_entry(request: pytest.FixtureRequest) -> UpgradeEntry:
     """The current matrix [[upgrade]] entry: ``from_version`` and ``to_version``."""
     return request.param
+
+
+@pytest.fixture(scope="session")
+def letta_upgrade_path(letta_upgrade_entry: UpgradeEntry, letta_backend: LettaBackend, letta_server_factory,
+                       fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpgradePath]:
+    """The current [[upgrade]] path, seeded, upgraded and started once for all its checks:
+    ``seeded`` and ``upgraded`` (template databases: read them, never change them), ``agents``
+    ({name: id} of the seeded agents), ``before`` (id -> (name, messages) before the upgrade),
+    ``clone("seeded" | "upgraded")`` (a database of your own), ``old_server()`` and
+    ``new_server()`` (started on first use, shared), ``password`` (of every server of the path)."""
+    entry = letta_upgrade_entry
+    path = UpgradePath(letta_backend, entry.from_version, entry.to_version, fake_llm.base_url,
+                       tmp_path_factory.mktemp(entry.id), start_server=letta_server_factory)
+    try:
+        path.build()
+    except LettaCompatError as exc:
+        _fail(exc)
+    for phase, seconds in path.timings.items():
+        letta_backend.timings[f"path{phase}_{entry.from_version}->{entry.to_version}"] = seconds
+    try:
+        yield path
+    finally:
+        path.close()
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +170,7 @@ def letta_server(letta_server_entry: ServerEntry, letta_server_factory) -> Itera
     ``log_path``, ``client()``, ``connect()``. One process per entry, shared by its tests."""
     stack = letta_server_factory(letta_server_entry.version, secure=letta_server_entry.secure)
     yield stack
-    stack.stop()
+    letta_server_factory.stop_soon(stack)
 
 
 @pytest.fixture

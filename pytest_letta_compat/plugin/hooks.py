@@ -31,6 +31,7 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_rehearsal,
     letta_rehearsal_entry,
     letta_upgrade_entry,
+    letta_upgrade_path,
 )
 from ..provision.letta_code import LettaCodePair
 from ..matrix.model import BACKENDS, CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
@@ -311,6 +312,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             label = {"install": f"install Letta {version}", "migrate": f"alembic upgrade to {version}'s head",
                      "template": f"template {version} restored from the cached dump"}[kind]
             tr.write_line(f"{label}: {seconds:.1f} s" + (" (already in the cache)" if kind == "install" and seconds == 0 else ""))
+    for key, seconds in t.items():
+        if key.startswith(("pathseed_", "pathupgrade_")):
+            kind, path = key.split("_", 1)
+            label = {"pathseed": "seeded (old server start included)", "pathupgrade": "upgraded (apply_upgrade)"}[kind]
+            tr.write_line(f"upgrade path {path.replace('->', ' -> ')} {label}: {seconds:.1f} s")
+    if backend.copy_times:
+        copies = sorted(backend.copy_times)
+        tr.write_line(f"databases copied from a template: {len(copies)}, median {copies[len(copies) // 2]:.3f} s, "
+                      f"longest {copies[-1]:.3f} s")
     for stack in backend.stacks:
         if stack.started_in is not None:
             tr.write_line(f"Letta {stack.version} healthy {stack.started_in:.1f} s after its start ({stack.url})")

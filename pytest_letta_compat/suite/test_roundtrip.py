@@ -17,26 +17,12 @@ import pytest
 from packaging.version import Version
 
 from pytest_letta_compat import versions
-from pytest_letta_compat.rest.agents import assistant_texts, create_agent, send_message
+from pytest_letta_compat.rest.agents import assistant_texts, send_message
 from pytest_letta_compat.rest import client as letta_api
 from pytest_letta_compat.operations.agentfile import MARKER, role_counts
 from pytest_letta_compat.operations.backup import backup, load_backup
 
 pytestmark = pytest.mark.letta_check("roundtrip")
-
-LONG_EXCHANGES = 62  # every version stores at least user + assistant per exchange: > 120 messages
-BIG_BLOCK = "".join(f"fact {i:05d}: the operator keeps this line across upgrades.\n" for i in range(180))
-TOOL_SOURCE = '''def roll_die(sides: int) -> str:
-    """Roll a die with the given number of sides.
-
-    Args:
-        sides (int): How many sides the die has.
-
-    Returns:
-        str: The number rolled.
-    """
-    return str(sides)
-'''
 
 
 def letta_compat(*args: str, api_key: str | None = None) -> subprocess.CompletedProcess:
@@ -45,31 +31,6 @@ def letta_compat(*args: str, api_key: str | None = None) -> subprocess.Completed
         env["LETTA_API_KEY"] = api_key  # never on the command line
     return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", *args],
                           capture_output=True, text=True, env=env, timeout=1800)
-
-
-def seed_incident_agents(client, llm_base_url: str, exchanges: int = LONG_EXCHANGES) -> dict[str, str]:
-    """The agents of the incident on ``client``'s server; {name: id}."""
-    def renamed(created_as: str, name: str, **fields) -> dict:
-        agent = create_agent(client, created_as, llm_base_url, **fields)
-        client.patch(f"/v1/agents/{agent['id']}", json={"name": name}).raise_for_status()  # create refuses them
-        return agent
-
-    tool = client.post("/v1/tools/", json={"source_code": TOOL_SOURCE, "tags": ["roundtrip"]}).raise_for_status().json()
-    agents = {
-        "AI/ML Expert": renamed("AI-ML Expert", "AI/ML Expert"),
-        "Ágent Zoë 🌟": renamed("Agent Zoe", "Ágent Zoë 🌟"),
-        "long-history": create_agent(client, "long-history", llm_base_url),
-        "tool-user": create_agent(client, "tool-user", llm_base_url, tool_ids=[tool["id"]]),
-        "big-memory": create_agent(client, "big-memory", llm_base_url, memory_blocks=[
-            {"label": "human", "value": "The user is an operator."},
-            {"label": "persona", "value": "I keep notes."},
-            {"label": "notes", "value": BIG_BLOCK, "limit": 20000}]),
-    }
-    for name in ("AI/ML Expert", "Ágent Zoë 🌟", "tool-user"):
-        send_message(client, agents[name]["id"], f"hello {name}")
-    for i in range(exchanges):
-        send_message(client, agents["long-history"]["id"], f"message {i:03d} of the long history")
-    return {name: agent["id"] for name, agent in agents.items()}
 
 
 @dataclass
@@ -84,20 +45,19 @@ class RoundTrip:
 
 
 @pytest.fixture(scope="module")
-def roundtrip(letta_upgrade_entry, letta_server_factory, fake_llm, tmp_path_factory) -> RoundTrip:
-    """Seed the old version, back it up with the CLI (pg_dump included), restore with the
-    CLI into a fresh, password-protected server of the new version."""
-    old = letta_server_factory(letta_upgrade_entry.from_version)
-    with old.client() as client:
-        seeded = seed_incident_agents(client, fake_llm.base_url)
+def roundtrip(letta_upgrade_entry, letta_upgrade_path, letta_server_factory, tmp_path_factory) -> RoundTrip:
+    """The path's old server (the incident's agents, seeded once per path), backed up with the
+    CLI (pg_dump included), restored with the CLI into a fresh, password-protected server of
+    the new version: the restore target must start empty, so it is this module's own."""
+    old = letta_upgrade_path.old_server()
     backup_dir = tmp_path_factory.mktemp("roundtrip") / "backup"
-    backup_run = letta_compat("backup", "--url", old.url, "--out", str(backup_dir), "--dsn", old.dsn)
+    backup_run = letta_compat("backup", "--url", old.url, "--out", str(backup_dir), "--dsn", old.dsn,
+                              api_key=old.password)
     password = secrets.token_urlsafe(12)
     new = letta_server_factory(letta_upgrade_entry.to_version, secure=True, password=password)
     restore_run = letta_compat("restore", "--url", new.url, str(backup_dir), api_key=password)
-    yield RoundTrip(old, new, password, backup_dir, seeded, backup_run, restore_run)
-    new.stop()
-    old.stop()
+    yield RoundTrip(old, new, password, backup_dir, dict(letta_upgrade_path.agents), backup_run, restore_run)
+    letta_server_factory.stop_soon(new)
 
 
 def test_backup_holds_every_agent_with_its_whole_history(roundtrip, letta_upgrade_entry):
@@ -193,7 +153,7 @@ def test_a_restored_agent_keeps_talking(roundtrip):
 def test_backup_pages_through_every_agent(roundtrip, tmp_path, monkeypatch):
     """The incident's scripts read one page of 50: with pages of 2, five agents take three."""
     monkeypatch.setattr(letta_api, "PAGE", 2)
-    manifest = backup(roundtrip.old.url, tmp_path / "paged", progress=lambda line: None)
+    manifest = backup(roundtrip.old.url, tmp_path / "paged", api_key=roundtrip.old.password, progress=lambda line: None)
     assert sorted(a.name for a in manifest.agents) == sorted(roundtrip.seeded)
 
 
@@ -219,4 +179,4 @@ def test_restore_into_the_newest_release(roundtrip, letta_server_factory):
         verified = letta_compat("verify", "--url", target.url, str(roundtrip.backup_dir))
         assert verified.returncode == 0, verified.stdout
     finally:
-        target.stop()
+        letta_server_factory.stop_soon(target)

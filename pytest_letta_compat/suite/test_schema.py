@@ -63,23 +63,11 @@ def test_running_servers_database_stays_ready(letta_server, letta_client, letta_
     assert report.problems == [], _problems(report)
 
 
-def test_upgraded_database_is_identical_to_a_fresh_one(letta_upgrade_entry, letta_postgres,
-                                                       letta_server_factory, fake_llm):
+def test_upgraded_database_is_identical_to_a_fresh_one(letta_upgrade_entry, letta_upgrade_path, letta_postgres):
+    """The path's database, seeded by the old server (agents, messages, an archival passage: data
+    for the backfills to run over) and upgraded as ``letta-compat upgrade --apply`` does."""
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
-    upgraded, fresh = _db_name("schema_upgraded", old, new), _db_name("schema_fresh_target", old, new)
-    letta_postgres.create_database(upgraded, version=old)
-    server = letta_server_factory(old, database=upgraded)
-    with server.client() as client:  # data for the migrations to carry (backfills run over it)
-        agent = create_agent(client, f"schema-upgrade-{uuid.uuid4().hex[:8]}", fake_llm.base_url)
-        send_message(client, agent["id"], "carry me through the migrations")
-        # archival last: on a fresh 0.16.2 the first request after the first archival insert can hang
-        # 60 s in asyncpg's connect and answer 500 (Letta's process loses the socket's epoll registration)
-        client.post(f"/v1/agents/{agent['id']}/archival-memory", json={"text": "an archival passage"}).raise_for_status()
-    server.stop()
-    with letta_postgres.connect(upgraded) as conn:
-        messages_before = conn.execute("SELECT id, sequence_id FROM messages ORDER BY sequence_id").fetchall()
-
-    letta_postgres.migrate(upgraded, new)
+    upgraded, fresh = letta_upgrade_path.upgraded, _db_name("schema_fresh_target", old, new)
     letta_postgres.create_database(fresh, version=new)
     try:
         with letta_postgres.connect(upgraded) as a, letta_postgres.connect(fresh) as b:
@@ -91,4 +79,4 @@ def test_upgraded_database_is_identical_to_a_fresh_one(letta_upgrade_entry, lett
     diff = diff_schemas(upgraded_schema, fresh_schema, f"upgraded from {old}", f"fresh {new}")
     assert not diff, f"{old} upgraded in place differs from a fresh {new} database:\n" + "\n".join(diff)
     assert report.problems == [], _problems(report)
-    assert messages_after == messages_before, "the migrations changed or lost stored messages"
+    assert messages_after == letta_upgrade_path.messages_before, "the migrations changed or lost stored messages"

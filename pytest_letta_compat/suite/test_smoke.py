@@ -53,27 +53,16 @@ def test_agent_exchanges_a_message_through_the_fake_llm(letta_client, letta_db, 
     assert count >= 3  # system, user, assistant at least
 
 
-def test_in_place_upgrade_keeps_agents_and_their_history(letta_upgrade_entry, letta_postgres,
-                                                         letta_server_factory, fake_llm):
+def test_in_place_upgrade_keeps_agents_and_their_history(letta_upgrade_entry, letta_upgrade_path):
     """The path the incident should have taken: migrate the old database, then start the new server."""
-    old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
-    database = f"upgrade_{old}_{new}".replace(".", "_")
-    letta_postgres.create_database(database, version=old)
-    before = letta_server_factory(old, database=database)
-    with before.client() as client:
-        agent = create_agent(client, "upgrade-survivor", fake_llm.base_url)
-        send_message(client, agent["id"], "remember me across the upgrade")
-        history = client.get(f"/v1/agents/{agent['id']}/messages", params={"limit": 100}).json()
-    before.stop()
-
-    letta_postgres.migrate(database, new)
-    after = letta_server_factory(new, database=database)
+    path, new = letta_upgrade_path, letta_upgrade_entry.to_version
+    agent_id = path.agents["AI/ML Expert"]
+    after = path.new_server()  # on a copy of the upgraded database: this test may add to it
     with after.client() as client:
         assert client.get("/v1/health/").json()["version"] == new
-        survivor = client.get(f"/v1/agents/{agent['id']}").raise_for_status().json()
-        assert survivor["name"] == "upgrade-survivor"
-        messages = client.get(f"/v1/agents/{agent['id']}/messages", params={"limit": 100}).raise_for_status().json()
-        assert {m["id"] for m in history} <= {m["id"] for m in messages}
-        reply = send_message(client, agent["id"], "still there?")
+        survivor = client.get(f"/v1/agents/{agent_id}").raise_for_status().json()
+        assert survivor["name"] == "AI/ML Expert"
+        messages = client.get(f"/v1/agents/{agent_id}/messages", params={"limit": 100}).raise_for_status().json()
+        assert set(path.history["AI/ML Expert"]) <= {m["id"] for m in messages}
+        reply = send_message(client, agent_id, "still there?")
         assert assistant_texts(reply) == ["fake-llm reply to: still there?"]
-    after.stop()

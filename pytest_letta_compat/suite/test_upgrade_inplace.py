@@ -13,10 +13,11 @@ import sys
 import pytest
 
 from pytest_letta_compat import versions
-from pytest_letta_compat.rest.agents import assistant_texts, create_agent, send_message
+from pytest_letta_compat.rest.agents import assistant_texts, send_message
 from pytest_letta_compat.operations.database import LettaDatabase
 from pytest_letta_compat.operations.fixups import SequenceBehind, SequenceDefault, run_fixups
 from pytest_letta_compat.operations.upgrade import UpgradeRequest, finish_upgrade
+from pytest_letta_compat.operations.upgrade_path import agents_in
 from pytest_letta_compat.provision.procs import free_port
 
 pytestmark = pytest.mark.letta_check("upgrade")
@@ -32,38 +33,21 @@ def letta_compat(cache, *args: str, api_key: str | None = None,
                           capture_output=True, text=True, env=env, timeout=1800)
 
 
-def seed_agents(client, llm_base_url: str) -> None:
-    """Agents with history, one renamed by PATCH to the name the incident lost ("/" is refused on create)."""
-    for name in ("planner", "librarian", "to-be-renamed"):
-        agent = create_agent(client, name, llm_base_url)
-        send_message(client, agent["id"], f"hello {name}")
-        if name == "to-be-renamed":
-            client.patch(f"/v1/agents/{agent['id']}", json={"name": "AI/ML Expert"}).raise_for_status()
-
-
-def agents_in(postgres, database: str) -> dict[str, tuple[str, int]]:
-    """Every live agent: id -> (name, number of messages), read from the database itself."""
-    with postgres.connect(database) as conn:
-        rows = conn.execute("SELECT a.id, a.name, count(m.id) FROM agents a LEFT JOIN messages m ON m.agent_id = a.id "
-                            "WHERE NOT a.is_deleted GROUP BY a.id, a.name").fetchall()
-    return {agent_id: (name, count) for agent_id, name, count in rows}
-
-
 def revision_of(postgres, database: str) -> str:
     with postgres.connect(database) as conn:
         return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
 
 
-def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_postgres, letta_server_factory, fake_llm,
-                                         tmp_path):
+def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_path, letta_postgres,
+                                         letta_server_factory, tmp_path):
+    """Its own servers, on its own copy of the path's seeded database: the CLI backs up from
+    the old server live on that database, must refuse to migrate under it, and migrates once
+    the operator has stopped it; then the new server starts on what the CLI produced."""
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
     old_head, new_head = (versions.server_release(v).alembic_head for v in (old, new))
-    database = f"inplace_{old}_{new}".replace(".", "_")
-    letta_postgres.create_database(database, version=old)
+    database = letta_upgrade_path.clone("seeded")
     password = secrets.token_urlsafe(16)  # secure servers: the CLI gets it as $LETTA_API_KEY
     server = letta_server_factory(old, database=database, password=password)
-    with server.client() as client:
-        seed_agents(client, fake_llm.base_url)
     before = agents_in(letta_postgres, database)
     assert "AI/ML Expert" in {name for name, _ in before.values()}
     backup_dir = tmp_path / "backup"
@@ -118,7 +102,7 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_postgres, l
         agent_id = next(i for i, (name, _) in before.items() if name == "AI/ML Expert")
         reply = send_message(client, agent_id, "still there after the upgrade?")
         assert assistant_texts(reply) == ["fake-llm reply to: still there after the upgrade?"]
-    after.stop()
+    letta_server_factory.stop_soon(after)
 
     dsn_password = LettaDatabase(letta_postgres.dsn(database)).params["password"]
     for proc in outputs:
@@ -126,17 +110,17 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_postgres, l
         assert dsn_password not in proc.stdout + proc.stderr
 
 
-def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_postgres, letta_server_factory, fake_llm,
-                                               tmp_path):
+def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrade_path, letta_postgres,
+                                               letta_server_factory, tmp_path):
     """The seed's manual procedure done safely: drop and recreate only with a verified archive,
-    migrate the empty database, then (new server started) restore and verify every agent."""
+    migrate the empty database, then (new server started) restore and verify every agent.
+    Its own servers, on its own copy of the path's seeded database: the backup comes from the
+    old server live on that database, which the operator then stops; the new server starts on
+    the database the CLI recreated."""
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
-    database = f"recreate_{old}_{new}".replace(".", "_")
-    letta_postgres.create_database(database, version=old)
+    database = letta_upgrade_path.clone("seeded")
     password = secrets.token_urlsafe(16)
     server = letta_server_factory(old, database=database, password=password)
-    with server.client() as client:
-        seed_agents(client, fake_llm.base_url)
     before = agents_in(letta_postgres, database)
     backup_dir = tmp_path / "backup"
     request = UpgradeRequest(old, new, letta_postgres.dsn(database), server.url, backup_dir, letta_postgres.cache,
@@ -158,7 +142,7 @@ def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_postgr
     assert report.ok, report.format_table()
     restored = agents_in(letta_postgres, database)
     assert sorted(restored.values()) == sorted(before.values())  # names ("AI/ML Expert") and message counts
-    after.stop()
+    letta_server_factory.stop_soon(after)
 
 
 def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_postgres, tmp_path):
@@ -174,21 +158,18 @@ def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_postgres
     assert revision_of(letta_postgres, database) == versions.server_release(old).alembic_head
 
 
-def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_postgres, letta_server_factory,
-                                                    fake_llm):
+def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_upgrade_path, letta_postgres,
+                                                    letta_server_factory):
     """The two drifts on messages.sequence_id: no default (inserts fail NOT NULL) and a sequence
     behind the data (inserts collide); Letta 0.16.2 then answers 200 yet keeps none of the new
     messages. The fix-ups run with the server stopped, as the upgrade runs them (a running
     0.16.2 may hang its next request for 60 s after an ALTER TABLE under it). Repaired, a
-    message is answered and stored again; a second run finds nothing to do."""
+    message is answered and stored again; a second run finds nothing to do. On a copy of the
+    path's upgraded database (agents with history); its own server, started on the repaired
+    database, because the drift is made and repaired with no server on it."""
     new = letta_upgrade_entry.to_version
-    database = f"fixups_{new}".replace(".", "_")
-    letta_postgres.create_database(database, version=new)
-    server = letta_server_factory(new, database=database)
-    with server.client() as client:
-        agent = create_agent(client, "sequence-drift", fake_llm.base_url)
-        send_message(client, agent["id"], "before the drift")
-    server.stop()
+    database = letta_upgrade_path.clone("upgraded")
+    agent = {"id": letta_upgrade_path.agents["AI/ML Expert"]}
     target = LettaDatabase(letta_postgres.dsn(database))
     with letta_postgres.connect(database) as conn:
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
@@ -211,7 +192,7 @@ def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_p
         again = letta_server_factory(new, database=database)
         with again.client() as client:
             _assert_message_is_answered_and_stored(client, conn, agent["id"], "after the fix-ups")
-        again.stop()
+        letta_server_factory.stop_soon(again)
 
 
 def test_fixup_normalises_the_incidents_hand_made_sequence(letta_upgrade_entry, letta_postgres):

@@ -21,7 +21,7 @@ from ..provision.fake_llm import FakeLLM
 from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
 from ..matrix.model import Matrix, PostgresSpec, RehearsalEntry, ServerEntry, UpgradeEntry
 from ..operations.upgrade_path import UpgradePath
-from .stash import BACKEND_KEY, MATRIX_KEY, STACKS_KEY
+from .stash import BACKEND_KEY, MATRIX_KEY, PHASE_KEY, STACKS_KEY, STARTED_BY_KEY
 
 # the Letta Code runs of a test, attached to its report when it fails
 LETTA_CODE_RUNS_KEY = pytest.StashKey[list]()
@@ -98,6 +98,8 @@ def letta_server_factory(pytestconfig: pytest.Config, letta_backend: LettaBacken
         used = pytestconfig.stash.get(STACKS_KEY, None)
         if used is not None:
             used.append(stack)
+        if PHASE_KEY in pytestconfig.stash:  # which test phase waited for it (the run's timings say)
+            pytestconfig.stash.setdefault(STARTED_BY_KEY, {})[stack] = pytestconfig.stash[PHASE_KEY]
         return stack
 
     start.stop_soon = letta_backend.stop_soon

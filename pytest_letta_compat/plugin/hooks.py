@@ -42,7 +42,8 @@ from .xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401 - a hook
 from .reporting import ReportCollector, server_log_section
 from . import progress
 from ..matrix.shards import parse_shard, shard_of
-from .stash import SHARD_KEY, BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, SESSION_START_KEY, STACKS_KEY
+from .stash import (SHARD_KEY, BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, PHASE_KEY, SESSION_START_KEY, STACKS_KEY,
+                    STARTED_BY_KEY)
 
 MATRIX_ENV = "LETTA_MATRIX"
 
@@ -269,6 +270,15 @@ def _apply_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.config.stash[STACKS_KEY] = item.stash.setdefault(STACKS_KEY, [])
+    item.config.stash[PHASE_KEY] = (item.nodeid, "setup")
+
+
+def pytest_runtest_call(item: pytest.Item) -> None:
+    item.config.stash[PHASE_KEY] = (item.nodeid, "call")
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    item.config.stash[PHASE_KEY] = (item.nodeid, "teardown")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -321,9 +331,12 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         copies = sorted(backend.copy_times)
         tr.write_line(f"databases copied from a template: {len(copies)}, median {copies[len(copies) // 2]:.3f} s, "
                       f"longest {copies[-1]:.3f} s")
+    started_by = config.stash.get(STARTED_BY_KEY, {})
     for stack in backend.stacks:
         if stack.started_in is not None:
-            tr.write_line(f"Letta {stack.version} healthy {stack.started_in:.1f} s after its start ({stack.url})")
+            by = started_by.get(stack)
+            tr.write_line(f"Letta {stack.version} healthy {stack.started_in:.1f} s after its start ({stack.url}"
+                          + (f"; in the {by[1]} of {by[0]})" if by else ")"))
     if backend.first_healthy_at is not None:
         since = backend.first_healthy_at - config.stash[SESSION_START_KEY]
         tr.write_line(f"first server healthy {since:.1f} s after pytest started")

@@ -1,0 +1,162 @@
+"""Time the operator's run: the shipped suite on a matrix, end to end, against its floor.
+
+    python benchmarks/bench_suite.py [--cold] [--matrix matrices/default.toml] [--backend native|docker]
+                                     [--workers N] [--out FILE]
+
+It runs exactly what an operator runs (``pytest --letta-matrix FILE --letta-suite`` in an
+empty directory: the shipped suite and nothing else) and prints one JSON object:
+
+* ``wall_s``: the pytest run, start to exit;
+* ``server_starts`` and ``server_start_s``: every Letta server the run started, and the sum of
+  their start-to-healthy times;
+* ``migration_s``: alembic time the run paid (template migrations on a cold cache, and each
+  upgrade path's ``apply_upgrade``: backup gate, alembic, fix-ups);
+* ``tests_call_s``: the sum of the tests' call phases (``--durations``);
+* ``floor_s`` = server_start_s + migration_s + tests_call_s, ``floor_ratio`` = wall_s / floor_s;
+* ``entries``: per matrix entry, its tests' call time and its fixture (setup + teardown) time;
+* ``template_clone_s``: the median time to copy a database from a template.
+
+Everything comes from what the plugin already prints (the ``letta-compat`` terminal section:
+servers healthy after N s, migrations, upgrade paths, database copies) and pytest's
+``--durations``; nothing is timed twice. With ``--workers N`` (xdist) the workers print no
+``letta-compat`` section, so only wall and test times are known: measure the floor with 0.
+--cold uses an empty letta-compat cache (installs and migrations happen; uv's own download
+cache stays warm). Targets (here, never in tests): warm default matrix wall <= 300 s,
+floor_ratio <= 1.3, template_clone_s <= 0.2. bench_matrix.py times one server's phases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HEALTHY = re.compile(r"^Letta (\S+) healthy ([\d.]+) s after its start \([^;)]*(?:; in the (\w+) of (\S+)\))?")
+MIGRATED = re.compile(r"^alembic upgrade to (\S+)'s head: ([\d.]+) s")
+PATH_UPGRADED = re.compile(r"^upgrade path (.+) upgraded \(apply_upgrade\): ([\d.]+) s")
+PATH_SEEDED = re.compile(r"^upgrade path (.+) seeded .*: ([\d.]+) s")
+COPIES = re.compile(r"^databases copied from a template: (\d+), median ([\d.]+) s, longest ([\d.]+) s")
+DURATION = re.compile(r"^([\d.]+)s (setup|call|teardown)\s+(\S+)")
+ENTRY = re.compile(r"\[((?:server|upgrade|rehearsal)-[^\]-]+(?:-to-[^\]-]+)?)")
+SUMMARY = re.compile(r"^=*\s*(\d+ (?:passed|failed|error).*) in [\d.]+s")
+
+
+def suite_command(matrix: Path, backend: str | None, workers: int, cache: Path | None, workdir: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "pytest", str(workdir / "tests"), "--letta-matrix", str(matrix), "--letta-suite",
+           "-p", "no:cacheprovider", "--durations=0", "--durations-min=0", "-q", "-rN",
+           "--basetemp", str(workdir / "basetemp"), "-n", str(workers)]
+    if backend:
+        cmd += ["--letta-backend", backend]
+    if cache is not None:
+        cmd += ["--letta-cache-dir", str(cache)]
+    return cmd
+
+
+def parse(output: str) -> dict:
+    found: dict = {"server_start_s": [], "migrations": {}, "paths": {}, "calls": 0.0, "entries": {}}
+    in_phase: dict[tuple[str, str], float] = defaultdict(float)  # (phase, nodeid) -> server starts waited for there
+    entries: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"tests_call_s": 0.0, "fixtures_s": 0.0, "server_start_s": 0.0, "tests": 0})
+    for line in output.splitlines():
+        line = line.strip()
+        if m := HEALTHY.match(line):
+            found["server_start_s"].append((m[1], float(m[2])))
+            if m[3]:
+                in_phase[(m[3], m[4])] += float(m[2])
+        elif m := MIGRATED.match(line):
+            found["migrations"][m[1]] = float(m[2])
+        elif m := PATH_UPGRADED.match(line):
+            found["paths"].setdefault(m[1], {})["upgrade_s"] = float(m[2])
+        elif m := PATH_SEEDED.match(line):
+            found["paths"].setdefault(m[1], {})["seed_s"] = float(m[2])
+        elif m := COPIES.match(line):
+            found["copies"] = {"count": int(m[1]), "median_s": float(m[2]), "longest_s": float(m[3])}
+        elif m := DURATION.match(line):
+            seconds, phase, nodeid = float(m[1]), m[2], m[3]
+            starts = in_phase.get((phase, nodeid), 0.0)
+            seconds = max(0.0, seconds - starts)  # the server starts count apart
+            entry = ENTRY.search(nodeid)
+            bucket = entries[entry[1] if entry else "other"]
+            bucket["server_start_s"] += starts
+            if phase == "call":
+                found["calls"] += seconds
+                bucket["tests_call_s"] += seconds
+                bucket["tests"] += 1
+            else:
+                bucket["fixtures_s"] += seconds
+        elif m := SUMMARY.match(line):
+            found["outcome"] = m[1]
+    # per entry: (everything its tests took) / (its server starts + its tests' calls)
+    found["entries"] = {k: {"tests": v["tests"], "server_start_s": round(v["server_start_s"], 1),
+                            "tests_call_s": round(v["tests_call_s"], 1), "other_fixture_s": round(v["fixtures_s"], 1),
+                            "overhead_ratio": round(sum(v[x] for x in ("tests_call_s", "fixtures_s", "server_start_s"))
+                                                    / (v["tests_call_s"] + v["server_start_s"]), 2)
+                            if v["tests_call_s"] + v["server_start_s"] else None}
+                        for k, v in sorted(entries.items()) if v["tests"]}
+    return found
+
+
+def machine() -> dict:
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else []
+    import os
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": load}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--matrix", default="matrices/default.toml")
+    p.add_argument("--backend", choices=("native", "docker"), default=None, help="default: the matrix's backend")
+    p.add_argument("--cold", action="store_true", help="start from an empty letta-compat cache")
+    p.add_argument("--workers", type=int, default=0, help="xdist workers (-n); 0 measures the floor too")
+    p.add_argument("--out", default=None, help="also write the JSON (and the run's output beside it, .log)")
+    args = p.parse_args(argv)
+    matrix = Path(args.matrix)
+    matrix = matrix if matrix.is_absolute() else (Path.cwd() / matrix).resolve()
+    workdir = Path(tempfile.mkdtemp(prefix="letta-compat-bench-suite-"))
+    (workdir / "tests").mkdir()  # an empty test directory: the run collects the shipped suite only
+    cache = workdir / "cache" if args.cold else None
+    conditions = machine()
+    started = time.monotonic()
+    proc = subprocess.run(suite_command(matrix, args.backend, args.workers, cache, workdir), cwd=workdir,
+                          capture_output=True, text=True)
+    wall = time.monotonic() - started
+    found = parse(proc.stdout)
+    starts = found["server_start_s"]
+    migration = sum(found["migrations"].values()) + sum(p.get("upgrade_s", 0.0) for p in found["paths"].values())
+    server_s = sum(s for _, s in starts)
+    floor = server_s + migration + found["calls"]
+    known = args.workers == 0
+    result = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "matrix": args.matrix,
+        "mode": "cold" if args.cold else "warm", "backend": args.backend or "matrix's", "workers": args.workers,
+        "exit_code": proc.returncode, "outcome": found.get("outcome"), "wall_s": round(wall, 1),
+        "server_starts": len(starts) if known else None,
+        "server_starts_by_version": {v: sum(1 for w, _ in starts if w == v) for v in sorted({v for v, _ in starts})},
+        "server_start_s": round(server_s, 1) if known else None, "migration_s": round(migration, 1) if known else None,
+        "upgrade_paths": found["paths"], "tests_call_s": round(found["calls"], 1),
+        "floor_s": round(floor, 1) if known else None,
+        "floor_ratio": round(wall / floor, 3) if known and floor else None,
+        "template_clone_s": found.get("copies", {}).get("median_s"), "database_copies": found.get("copies"),
+        "entries": found["entries"], "machine": {**conditions, "load_after": machine()["load_before"]},
+    }
+    print(json.dumps(result, indent=2))
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        out.with_suffix(".log").write_text(proc.stdout + proc.stderr)
+    return 0 if proc.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

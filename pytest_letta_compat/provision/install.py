@@ -146,7 +146,11 @@ def ensure_migration_scripts(cache: Path) -> Path:
                 raise ProvisioningError(f"letta-{version}.tar.gz has no alembic.ini; cannot migrate.")
             for m in members:
                 m.name = m.name[len(prefix):]
-            # only alembic.ini and alembic/: never the sdist's letta/, which would shadow the venv's
-            tar.extractall(target, members=members, filter="data")
+            if any(not (m.isfile() or m.isdir()) or ".." in Path(m.name).parts for m in members):
+                raise ProvisioningError(f"letta-{version}.tar.gz holds a link or a path outside alembic/; "
+                                        "refusing to unpack it.")
+            # only alembic.ini and alembic/: never the sdist's letta/, which would shadow the venv's.
+            # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters: the check above stands in
+            tar.extractall(target, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         marker.touch()
         return target

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..backends.base import LettaBackend, LettaStack
 from ..provision.procs import free_port
-from ..rest.agents import create_agent, send_message
+from ..rest.agents import create_agent, insert_passage, send_message
 from .backup import backup
 from .upgrade import UpgradeRequest, apply_upgrade
 
@@ -114,8 +114,7 @@ class UpgradePath:
                 backup(seeding.url, self.backup_dir, api_key=self.password, dsn=seeding.dsn, progress=progress)
                 # archival last: on a fresh 0.16.2 the first request after the first archival insert can hang
                 # 60 s in asyncpg's connect and answer 500 (Letta's process loses the socket's epoll registration)
-                client.post(f"/v1/agents/{self.agents['long-history']}/archival-memory",
-                            json={"text": ARCHIVAL_TEXT}).raise_for_status()
+                insert_passage(client, self.agents["long-history"], ARCHIVAL_TEXT)
         finally:
             seeding.stop()  # the database is copied next: nothing may be connected to it
         self.before = agents_in(self.backend, self.seeded)

@@ -22,6 +22,7 @@ from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.move_to_local import PROVING_ENV, forget_proven, record_proven
 from pytest_letta_compat.provision.fake_llm import REPLY_PREFIX, FakeLLM
 from pytest_letta_compat.provision.letta_code import LettaCodeRunner, ensure_letta_code
+from pytest_letta_compat.rest.agents import insert_passage
 from pytest_letta_compat.rest.client import LettaAPI
 
 SEED_EXCHANGES = 42  # user + tool call + tool result + reply per exchange: > 120 messages
@@ -61,7 +62,7 @@ def seed_source_agents(client, llm_base_url: str, exchanges: int = SEED_EXCHANGE
         "Ágent Zoë 🌟": renamed("Agent Zoe", "Ágent Zoë 🌟", agent_type="memgpt_v2_agent"),
     }
     expert = agents["AI/ML Expert"]["id"]
-    client.post(f"/v1/agents/{expert}/archival-memory", json={"text": "Ada's Pi has 8 GB of RAM."}).raise_for_status()
+    insert_passage(client, expert, "Ada's Pi has 8 GB of RAM.")
     for i in range(exchanges):
         send_message(client, expert, f"question {i:03d} for the expert")
     for i in range(3):

@@ -8,6 +8,8 @@ another name, and a bulk restore leaves the sequence behind the data (unique vio
 Either way Letta 0.16.2 may answer 200 yet keep none of the new messages.
 The third moves secrets set on 0.11.x into the ``*_enc`` columns 0.16.x reads (found by
 ``letta-compat rehearse``: without it tool environment variables read as "<encrypted>").
+The fourth rebuilds indexes an interrupted ``CREATE INDEX CONCURRENTLY`` left INVALID (0.16.7's
+migrations use ``IF NOT EXISTS``, so re-running them never does).
 Everything runs in one transaction in whichever schema holds the tables.
 """
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from ..errors import LettaCompatError
 from ..schema.inspect import default_sequence, qualified_name, sequence_lag, sequence_next
 from .database import LettaDatabase
 
@@ -150,7 +153,36 @@ class PlaintextSecrets:
                 sql.Identifier(plain), sql.Identifier(plain)))
 
 
-FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets())
+def _invalid_indexes(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:
+    """(schema, index, unique) for each index of the current schema that PostgreSQL marks INVALID."""
+    return conn.execute(
+        "SELECT n.nspname, i.relname, x.indisunique FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_namespace n ON n.oid = i.relnamespace WHERE NOT x.indisvalid AND n.nspname = current_schema() "
+        "ORDER BY i.relname").fetchall()
+
+
+class InvalidIndexes:
+    name = "indexes left INVALID"
+
+    def detect(self, conn: psycopg.Connection) -> str | None:
+        found = _invalid_indexes(conn)
+        if not found:
+            return None
+        return (f"{', '.join(name for _, name, _ in found)}: INVALID after an interrupted CREATE INDEX CONCURRENTLY "
+                "(PostgreSQL never uses it; Letta's IF NOT EXISTS migrations never rebuild it)")
+
+    def apply(self, conn: psycopg.Connection) -> None:
+        for schema, index, unique in _invalid_indexes(conn):
+            try:
+                with conn.transaction():  # a savepoint: name the index whose rebuild fails
+                    conn.execute(sql.SQL("REINDEX INDEX {}").format(sql.Identifier(schema, index)))
+            except psycopg.errors.UniqueViolation as exc:
+                raise LettaCompatError(
+                    f"Rebuilding the unique index {index} failed: rows written while it was INVALID are duplicates "
+                    f"({' '.join(str(exc).split())}). Nothing was changed; remove the duplicate rows, then re-run.") from None
+
+
+FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets(), InvalidIndexes())
 
 
 def run_fixups(database: LettaDatabase, *, apply: bool) -> list[FixupResult]:

@@ -16,7 +16,7 @@ from hypothesis import assume, given, strategies as st
 
 from pytest_letta_compat.errors import LettaCompatError
 from pytest_letta_compat.operations.database import Layout, LettaDatabase
-from pytest_letta_compat.operations.fixups import SequenceBehind
+from pytest_letta_compat.operations.fixups import SequenceBehind, run_fixups
 from pytest_letta_compat.postgres.binaries import PostgresBinaries
 from pytest_letta_compat.postgres.client import dsn_params, pg_dump, run_pg_tool, shown_dsn
 from pytest_letta_compat.postgres.cluster import PostgresCluster
@@ -168,3 +168,22 @@ def test_an_interrupted_concurrent_index_build_is_read_as_invalid(cluster):
         live = read_schema(conn)
     indexes = live.tables["agents"].indexes
     assert indexes["ix_ok"].valid and not indexes["uix_name"].valid
+
+
+def test_the_fixup_rebuilds_an_index_left_invalid_and_then_finds_nothing(cluster):
+    """The upgrade's fix-ups repair what a killed 0.16.7 migration leaves (an INVALID index), once."""
+    cluster.create_database("reindexed")
+    with cluster.connect("reindexed") as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num text)")
+        conn.execute("CREATE TABLE agents (id text)")
+        conn.execute("CREATE TABLE messages (id text, updated_at timestamptz, sequence_id bigint)")
+        conn.execute("CREATE INDEX idx_messages_on_updated_at ON messages (updated_at)")
+    with cluster.connect("reindexed", admin=True) as admin:  # as a killed build leaves it
+        admin.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'letta.idx_messages_on_updated_at'::regclass")
+    database = LettaDatabase(cluster.dsn("reindexed"))
+    first = {r.name: r for r in run_fixups(database, apply=True)}["indexes left INVALID"]
+    assert first.applied and first.drift.startswith("idx_messages_on_updated_at: INVALID")
+    with cluster.connect("reindexed") as conn:
+        assert read_schema(conn).tables["messages"].indexes["idx_messages_on_updated_at"].valid
+    again = {r.name: r for r in run_fixups(database, apply=True)}["indexes left INVALID"]
+    assert again.drift is None and not again.applied

@@ -31,6 +31,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     proc = subprocess.run(suite_command(matrix, args.backend, args.workers, cache, workdir), cwd=workdir,
                           capture_output=True, text=True)
     wall = time.monotonic() - started
+    shutil.rmtree(workdir, ignore_errors=True)  # basetemp, and the cold cache: the output is kept with --out
     found = parse(proc.stdout)
     starts = found["server_start_s"]
     migration = sum(found["migrations"].values()) + sum(p.get("upgrade_s", 0.0) for p in found["paths"].values())

@@ -28,3 +28,15 @@ def _git(repo: Path, *args: str) -> None:
 def git():
     """``git(repo, *args)``: git in a test's own repository (an operator's deployment repo), with an identity."""
     return _git
+
+
+@pytest.fixture(scope="module")
+def seeded(letta_postgres, letta_server_factory, fake_llm, tmp_path_factory):
+    """(database name, agents by role, dump) of a 0.11.3 database seeded through the real 0.11.3 API
+    on the session's backend (rehearse_seed.seed), and its custom-format dump; dropped afterwards."""
+    from rehearse_seed import seed
+
+    dump = tmp_path_factory.mktemp("rehearse") / "letta-0.11.3.dump"
+    name, agents = seed(letta_postgres, letta_server_factory, fake_llm, dump)
+    yield name, agents, dump
+    letta_postgres.drop_database(name)

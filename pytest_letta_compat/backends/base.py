@@ -114,6 +114,10 @@ class LettaBackend(ABC):
                      password: str | None = None) -> LettaStack:
         """Start Letta ``version`` on ``database`` (default: a fresh copy of its template)."""
 
+    def prepare(self, versions: list[str]) -> None:
+        """Make sure ``start_server`` has what each of ``versions`` needs (native: its install;
+        docker: its image), before anything is started on it: a missing one fails here."""
+
     def cleanup(self) -> None:
         """``stop()``, and remove what the session left on disk."""
         self.stop()

@@ -119,6 +119,10 @@ class NativeBackend(LettaBackend):
         return upgrade_to_release(self.dsn(database), version, self.cache,
                                   log_path=self.workdir / f"migrate-{database}.log")
 
+    def prepare(self, versions: list[str]) -> None:
+        for version in versions:
+            self._install(version)
+
     # -- servers ---------------------------------------------------------------------------
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
                      password: str | None = None) -> NativeStack:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import redact
+from ..matrix.model import BACKENDS
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
@@ -16,8 +17,7 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     request = RehearsalRequest(targets=args.to, cache=cache_root(args.cache_dir),
                                dump=Path(args.dump) if args.dump else None, dsn=args.dsn,
                                encryption_key_env=args.encryption_key_env, letta_code=args.letta_code or [],
-                               sample=args.sample,
-                               postgres_major=args.postgres)
+                               sample=args.sample, postgres_major=args.postgres, backend=args.backend)
     report = rehearse(request, progress=lambda line: print(redact(line), file=sys.stderr, flush=True))
     for line in format_report(report):
         print(redact(line))
@@ -55,5 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", type=int, default=3, metavar="N",
                    help="agents that exchange one real message (with the fake LLM) on each path (default 3)")
     p.add_argument("--postgres", type=int, choices=(16, 18), default=16,
-                   help="the embedded PostgreSQL major to restore into (default 16; 18 reads newer dumps)")
+                   help="the embedded PostgreSQL major to restore into (default 16; 18 reads newer dumps; "
+                        "native backend only)")
+    p.add_argument("--backend", choices=BACKENDS, default="native",
+                   help="where the copies and target servers run: native (embedded PostgreSQL, Letta as "
+                        "processes; the default) or docker (the pgvector and letta/letta images, or the local "
+                        "stand-ins `letta-compat images build` makes)")
     p.set_defaults(func=cmd_rehearse)

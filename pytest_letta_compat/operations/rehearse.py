@@ -2,7 +2,8 @@
 
 The operator's dump (``pg_dump -Fc`` or plain SQL, tables in ``letta`` or ``public``), or a
 live database read once with ``pg_dump`` (a read-only, repeatable-read snapshot), is restored
-into the embedded PostgreSQL+pgvector cluster. Nothing outside this machine is reached:
+into the backend's PostgreSQL+pgvector (native: the embedded cluster; docker: its pgvector
+container; servers start through ``backends.make_backend``). Nothing outside this machine is reached:
 before any server starts, every agent's model and embedding endpoint and every provider's
 and MCP server's address point at the in-process fake LLM, and stored keys are blanked.
 
@@ -68,8 +69,13 @@ class RehearsalRequest:
     workdir: Path | None = None
     postgres_major: int = 16
     keep: bool = False  # keep each path's upgraded copy until close() (the letta_rehearsal fixture)
+    backend: str = "native"  # where the copies and servers live: "native" or "docker" (backends.make_backend)
 
     def __post_init__(self) -> None:
+        from ..matrix.model import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise LettaCompatError(f"--backend {self.backend!r} is not a backend. Allowed: {', '.join(BACKENDS)}.")
         if (self.dump is None) == (self.dsn is None):
             raise LettaCompatError("Give exactly one of --dump FILE (a pg_dump of Letta's database) or --dsn DSN "
                                    "(a live database, only ever read).")
@@ -131,6 +137,7 @@ class RehearsalReport:
     source: dict[str, Any]
     targets: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    backend: str = "native"
 
     @property
     def intact(self) -> bool:
@@ -146,7 +153,8 @@ class RehearsalReport:
         return self.intact and self.letta_code_works
 
     def to_json(self) -> dict:
-        doc = {"verdict": "intact" if self.intact else "not intact", "source": self.source, "targets": self.targets,
+        doc = {"verdict": "intact" if self.intact else "not intact", "backend": self.backend,
+               "source": self.source, "targets": self.targets,
                "timings": {k: round(v, 1) for k, v in self.timings.items()}}
         if any("letta_code" in t for t in self.targets):
             doc["letta_code_verdict"] = "works" if self.letta_code_works else "fails"
@@ -241,18 +249,27 @@ class Rehearsal:
         self.progress(redact(f"[{time.monotonic() - self.started:6.1f}s] {line}"))
 
     # -- plumbing --------------------------------------------------------------------------
-    def _start(self) -> None:
-        from ..backends.native import NativeBackend
+    def _start(self, targets: list[str]) -> None:
+        """The fake LLM, then the backend's PostgreSQL; what each target's server needs (its
+        install, or on docker its image) is checked here, so a missing one is one line, exit 2."""
+        from ..backends import make_backend
         from ..matrix.model import PostgresSpec
 
         self.fake = FakeLLM(log_path=self.workdir / "fake-llm.log").start()
         env = self.fake.server_env()
         if self.request.encryption_key:
             env["LETTA_ENCRYPTION_KEY"] = self.request.encryption_key
-        self.backend = NativeBackend(postgres=PostgresSpec(version=self.request.postgres_major),
-                                     cache=self.request.cache, workdir=self.workdir / "servers", llm_env=env)
+        # docker: the backend's pgvector image (pgvector/pgvector:pg15 or its local stand-in)
+        postgres = PostgresSpec(version=self.request.postgres_major) if self.request.backend == "native" \
+            else PostgresSpec()
+        self.backend = make_backend(self.request.backend, postgres=postgres, cache=self.request.cache,
+                                    workdir=self.workdir / "servers", llm_env=env)
         began = time.monotonic()
-        self.backend.start()
+        try:
+            self.backend.start()
+            self.backend.prepare(targets)
+        except LettaCompatError as exc:
+            raise LettaCompatError(str(exc).splitlines()[0]) from None
         self.timings["postgres"] = time.monotonic() - began
 
     def close(self) -> None:
@@ -265,7 +282,7 @@ class Rehearsal:
 
     @property
     def cluster(self):
-        return self.backend.cluster
+        return self.backend.database_server()  # the native cluster or the pgvector container
 
     def dsn(self, name: str) -> str:
         return self.backend.dsn(name)
@@ -301,8 +318,10 @@ class Rehearsal:
             roles: set[str] = set()
         else:
             schema, roles = plain_dump_facts(dump)
+        with self.cluster.connect("postgres", admin=True) as conn:
+            major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
         self.say(f"restoring {dump} ({kind} format, {dump.stat().st_size / 1e6:.1f} MB, tables in schema "
-                 f"{schema}) into the embedded PostgreSQL {self.cluster.binaries.major}")
+                 f"{schema}) into PostgreSQL {major} ({self.request.backend} backend)")
         began = time.monotonic()
         with self.cluster.connect("postgres", admin=True) as conn:
             # search_path is set once the restored tables are found (a plain script may say otherwise)
@@ -310,17 +329,16 @@ class Rehearsal:
             for role in sorted(roles):  # a plain script's OWNER TO / GRANT must find its roles
                 if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
                     conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
-        bin_dir = self.cluster.binaries.bin_dir
-        try:
+        try:  # the embedded client tools that serve a server of this major, over the DSN
             if kind == "custom":
                 run_pg_tool("pg_restore", ["--no-owner", "--no-acl", "--exit-on-error", str(dump)],
-                            dsn=self.dsn(SOURCE_DB), bin_dir=bin_dir)
+                            dsn=self.dsn(SOURCE_DB), major=major)
             else:
                 run_pg_tool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(dump)],
-                            dsn=self.dsn(SOURCE_DB), bin_dir=bin_dir)
+                            dsn=self.dsn(SOURCE_DB), major=major)
         except LettaCompatError as exc:
             raise LettaCompatError(f"--dump {dump} could not be restored into PostgreSQL "
-                                   f"{self.cluster.binaries.major}: {str(exc).splitlines()[0][:400]}") from None
+                                   f"{major}: {str(exc).splitlines()[0][:400]}") from None
         with self.cluster.connect(SOURCE_DB) as conn:
             found, _ = find_letta_schema(conn)
             if found is None:
@@ -410,7 +428,7 @@ class Rehearsal:
         source = self.where_it_stands(dump_revision(dump, kind), graph, schema, kind, dump)
         targets = self.reachable_targets(source["revision"], graph, source)
         self.install_letta_code()
-        self._start()
+        self._start(targets)
         kind, schema = self.restore_source(dump)
         source["schema"] = schema
         with self.cluster.connect(SOURCE_DB) as conn:
@@ -425,7 +443,7 @@ class Rehearsal:
         source["agents"] = len(before.agents)
         source["stored_messages"] = before.messages
         source["inventory_via"] = before.via
-        report = RehearsalReport(source, timings=self.timings)
+        report = RehearsalReport(source, timings=self.timings, backend=request.backend)
         for target in targets:
             report.targets.append(self.rehearse_target(target, before, schema))
         self.timings["total"] = time.monotonic() - self.started

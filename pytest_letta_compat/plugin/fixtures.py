@@ -157,7 +157,8 @@ def letta_rehearsal(letta_rehearsal_entry: RehearsalEntry, letta_backend: LettaB
     entry = letta_rehearsal_entry
     try:
         rehearsal = LettaRehearsal(RehearsalRequest(targets=[entry.to_version], cache=letta_backend.cache,
-                                                    dump=entry.dump), progress=lambda line: None)
+                                                    dump=entry.dump, letta_code=list(entry.letta_code),
+                                                    backend=letta_backend.name), progress=lambda line: None)
     except LettaCompatError as exc:
         _fail(exc)
     try:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -25,90 +23,13 @@ from pytest_letta_compat.operations.database import LettaDatabase
 from pytest_letta_compat.operations.fixups import run_fixups
 from pytest_letta_compat.postgres.client import pg_dump, run_pg_tool
 from pytest_letta_compat.provision.alembic import upgrade_database
-from pytest_letta_compat.rest.agents import create_agent, send_message
+
+from rehearse_seed import OLD, SANDBOX_SECRET, SECRET, SLASH_NAME, UNICODE_NAME, by_name, rehearse
 
 pytestmark = pytest.mark.letta_check("upgrade")
+# the ``seeded`` fixture (the 0.11.3 database and its dump) is in tests/conftest.py
 
-OLD = "0.11.3"
 HALF_WAY = "ee2b43eea55e"  # 0.16.2's first revision: steps.request_id, but no conversations yet
-SECRET = "tok-" + secrets.token_hex(12)  # the tool env var's value: must never be printed or written
-SANDBOX_SECRET = "sbx-" + secrets.token_hex(12)  # a sandbox env var's value: the same
-SLASH_NAME, UNICODE_NAME = "AI/ML Expert", "Café Ørsted 東京"
-TOOL_SOURCE = '''def roll_dice(sides: int) -> str:
-    """Roll a die.
-
-    Args:
-        sides (int): how many sides the die has
-
-    Returns:
-        str: the number rolled
-    """
-    return str(sides)
-'''
-
-
-def rehearse(cache: Path, *args: str, timeout: float = 900, env: dict[str, str] | None = None
-             ) -> subprocess.CompletedProcess:
-    """``letta-compat rehearse`` as a separate process, as an operator runs it (``env``: added
-    to this environment)."""
-    return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(cache),
-                           "rehearse", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
-
-
-def duplicate_history(conn, agent_id: str, times: int) -> None:
-    """Copy an agent's stored messages ``times`` times (new ids): a long history without
-    minutes of real turns. The rows are the server's own, only their ids are new."""
-    columns = [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'messages' "
-        "AND table_schema = current_schema() AND column_name NOT IN ('id', 'sequence_id') ORDER BY ordinal_position")]
-    listed = ", ".join(f'"{c}"' for c in columns)
-    for _ in range(times):
-        conn.execute(f"INSERT INTO messages (id, {listed}) SELECT 'message-' || gen_random_uuid(), {listed} "
-                     "FROM messages WHERE agent_id = %s AND role <> 'system'", (agent_id,))
-
-
-@pytest.fixture(scope="module")
-def seeded(letta_postgres, letta_server_factory, fake_llm, tmp_path_factory):
-    """(database name, agents by role) of a seeded 0.11.3 database, and its custom-format dump."""
-    name = f"rehearse_seed_{uuid.uuid4().hex[:6]}"
-    letta_postgres.create_database(name, version=OLD)
-    server = letta_server_factory(OLD, database=name)
-    agents = {}
-    with server.client() as client:
-        long = create_agent(client, "long-history", fake_llm.base_url)
-        for turn in range(6):
-            send_message(client, long["id"], f"turn {turn} before the upgrade")
-        agents["long"] = long["id"]
-        for key, final in (("slash", SLASH_NAME), ("unicode", UNICODE_NAME)):
-            agent = create_agent(client, f"seed-{key}", fake_llm.base_url)
-            client.patch(f"/v1/agents/{agent['id']}", json={"name": final}).raise_for_status()
-            agents[key] = agent["id"]
-        tool = client.post("/v1/tools/", json={"source_code": TOOL_SOURCE})
-        tool.raise_for_status()
-        secretive = create_agent(client, "tool-user", fake_llm.base_url,
-                                 tool_exec_environment_variables={"WEATHER_TOKEN": SECRET})
-        client.patch(f"/v1/agents/{secretive['id']}/tools/attach/{tool.json()['id']}").raise_for_status()
-        for text in ("the launch is on Tuesday", "the password hint is a cat's name"):
-            client.post(f"/v1/agents/{secretive['id']}/archival-memory", json={"text": text}).raise_for_status()
-        agents["tools"] = secretive["id"]
-        sandbox = client.post("/v1/sandbox-config/local/default").raise_for_status().json()
-        client.post(f"/v1/sandbox-config/{sandbox['id']}/environment-variable",
-                    json={"key": "SANDBOX_TOKEN", "value": SANDBOX_SECRET}).raise_for_status()
-    server.stop()
-    with letta_postgres.connect(name) as conn:
-        duplicate_history(conn, agents["long"], 6)
-        (count,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
-                                (agents["long"],)).fetchone()
-    assert count > 120, count
-    dump = tmp_path_factory.mktemp("rehearse") / "letta-0.11.3.dump"
-    pg_dump(letta_postgres.dsn(name), dump)
-    yield name, agents, dump
-    letta_postgres.drop_database(name)
-
-
-def by_name(path: dict) -> dict[str, dict]:
-    return {agent["name"]: agent for agent in path["agents"]}
 
 
 def no_secret_anywhere(result: subprocess.CompletedProcess, *files: Path, also: tuple[str, ...] = ()) -> None:

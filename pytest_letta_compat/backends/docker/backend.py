@@ -180,6 +180,10 @@ class DockerBackend(LettaBackend):
                                     f"{database}. Last lines of its log ({log_path}):\n{log.tail(25)}")
         return time.monotonic() - started
 
+    def prepare(self, versions: list[str]) -> None:
+        for version in versions:
+            self.letta_image(version)
+
     # -- servers ---------------------------------------------------------------------------
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
                      password: str | None = None) -> LettaStack:

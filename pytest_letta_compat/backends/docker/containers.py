@@ -54,7 +54,8 @@ def docker_client():
         where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise ProvisioningError(
             f"No Docker engine answers at {where} ({type(exc).__name__}: {exc}). Start one "
-            "(.ci/docker-setup.sh prints the DOCKER_HOST to export) or use --letta-backend native.") from None
+            "(.ci/docker-setup.sh prints the DOCKER_HOST to export) or use the native backend (pytest: "
+            "--letta-backend native; letta-compat rehearse: --backend native).") from None
     return client
 
 

@@ -92,7 +92,8 @@ def upgrade_database(dsn: str, revision: str, cache: Path, *, log_path: Path | N
         if proc.returncode != 0:
             progress.emit(f"alembic upgrade {revision} exited with code {proc.returncode}")
     output = redact(proc.stdout + proc.stderr)
-    if log_path is not None:
+    if log_path is not None:  # a backend's work directory may not exist yet (a template built on a cold cache)
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(f"$ alembic upgrade {revision}\n{output}\n")
     if proc.returncode != 0:

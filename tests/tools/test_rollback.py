@@ -15,7 +15,8 @@ from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.upgrade import UpgradeRequest, apply_upgrade
 from pytest_letta_compat.versions import versions_at
 
-from pytest_letta_compat.suite.test_upgrade_inplace import agents_in, letta_compat, revision_of, seed_agents
+from pytest_letta_compat.operations.upgrade_path import agents_in, seed_incident_agents
+from pytest_letta_compat.suite.test_upgrade_inplace import letta_compat, revision_of
 
 pytestmark = pytest.mark.letta_check("upgrade")
 
@@ -30,7 +31,7 @@ def test_rollback_puts_the_old_database_back(letta_upgrade_entry, letta_postgres
     password = secrets.token_urlsafe(16)
     server = letta_server_factory(old, database=database, password=password)
     with server.client() as client:
-        seed_agents(client, fake_llm.base_url)
+        seed_incident_agents(client, fake_llm.base_url, exchanges=1)
     backup_dir = tmp_path / "backup"
     backup(server.url, backup_dir, api_key=password, dsn=dsn, progress=lambda _: None)
     before = agents_in(letta_postgres, database)

@@ -38,7 +38,8 @@ from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.provision.alembic import RevisionGraph
 from pytest_letta_compat.provision.install import ensure_migration_scripts
 from pytest_letta_compat.provision.procs import free_port
-from pytest_letta_compat.suite.test_upgrade_inplace import agents_in, letta_compat, revision_of, seed_agents
+from pytest_letta_compat.operations.upgrade_path import agents_in, seed_incident_agents
+from pytest_letta_compat.suite.test_upgrade_inplace import letta_compat, revision_of
 from pytest_letta_compat.versions import describe_revision
 
 OLD, NEW = "0.11.3", "0.16.8"
@@ -77,7 +78,7 @@ def seeded(letta_postgres, letta_server_factory, fake_llm, tmp_path_factory) -> 
     letta_postgres.create_database(database, version=OLD)
     server = letta_server_factory(OLD, database=database)
     with server.client() as client:
-        seed_agents(client, fake_llm.base_url)
+        seed_incident_agents(client, fake_llm.base_url, exchanges=1)
     backup_dir = tmp_path_factory.mktemp("killed") / "backup"
     backup(server.url, backup_dir, dsn=letta_postgres.dsn(database), progress=lambda _: None)
     server.stop()

@@ -83,7 +83,7 @@ def seeded(letta_postgres, letta_server_factory, fake_llm, tmp_path_factory) -> 
     backup(server.url, backup_dir, dsn=letta_postgres.dsn(database), progress=lambda _: None)
     server.stop()
     before = agents_in(letta_postgres, database)
-    assert len(before) == 3 and all(count > 0 for _, count in before.values())
+    assert len(before) == 5 and "AI/ML Expert" in {name for name, _ in before.values()} and all(count > 0 for _, count in before.values())
     return Seeded(database, backup_dir, before)
 
 

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from pytest_letta_compat.postgres.client import pg_dump
-from pytest_letta_compat.rest.agents import create_agent, send_message
+from pytest_letta_compat.rest.agents import create_agent, insert_passage, send_message
 
 OLD = "0.11.3"
 SECRET = "tok-" + secrets.token_hex(12)  # the tool env var's value: must never be printed or written
@@ -79,7 +79,7 @@ def seed(letta_postgres, letta_server_factory, fake_llm, dump: Path) -> tuple[st
                                  tool_exec_environment_variables={"WEATHER_TOKEN": SECRET})
         client.patch(f"/v1/agents/{secretive['id']}/tools/attach/{tool.json()['id']}").raise_for_status()
         for text in ("the launch is on Tuesday", "the password hint is a cat's name"):
-            client.post(f"/v1/agents/{secretive['id']}/archival-memory", json={"text": text}).raise_for_status()
+            insert_passage(client, secretive["id"], text)
         agents["tools"] = secretive["id"]
         sandbox = client.post("/v1/sandbox-config/local/default").raise_for_status().json()
         client.post(f"/v1/sandbox-config/{sandbox['id']}/environment-variable",

@@ -153,10 +153,10 @@ class PlaintextSecrets:
                 sql.Identifier(plain), sql.Identifier(plain)))
 
 
-def _invalid_indexes(conn: psycopg.Connection) -> list[tuple[str, str, bool]]:
-    """(schema, index, unique) for each index of the current schema that PostgreSQL marks INVALID."""
+def _invalid_indexes(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(schema, index) for each index of the current schema that PostgreSQL marks INVALID."""
     return conn.execute(
-        "SELECT n.nspname, i.relname, x.indisunique FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "SELECT n.nspname, i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
         "JOIN pg_namespace n ON n.oid = i.relnamespace WHERE NOT x.indisvalid AND n.nspname = current_schema() "
         "ORDER BY i.relname").fetchall()
 
@@ -168,11 +168,11 @@ class InvalidIndexes:
         found = _invalid_indexes(conn)
         if not found:
             return None
-        return (f"{', '.join(name for _, name, _ in found)}: INVALID after an interrupted CREATE INDEX CONCURRENTLY "
+        return (f"{', '.join(name for _, name in found)}: INVALID after an interrupted CREATE INDEX CONCURRENTLY "
                 "(PostgreSQL never uses it; Letta's IF NOT EXISTS migrations never rebuild it)")
 
     def apply(self, conn: psycopg.Connection) -> None:
-        for schema, index, unique in _invalid_indexes(conn):
+        for schema, index in _invalid_indexes(conn):
             try:
                 with conn.transaction():  # a savepoint: name the index whose rebuild fails
                     conn.execute(sql.SQL("REINDEX INDEX {}").format(sql.Identifier(schema, index)))

@@ -48,6 +48,7 @@ from ..schema.compare import check_database
 from ..schema.inspect import find_letta_schema
 from .database import LettaDatabase, archive_schema
 from .fixups import run_fixups
+from .redirect import redirect_to_fake_llm
 from .inventory import Inventory, api_inventory, compare_agent, compare_server, not_checked, sql_inventory
 from ..versions import describe_revision, versions_at
 from ..provision.alembic import RevisionGraph
@@ -353,69 +354,10 @@ class Rehearsal:
         return kind, found
 
     def redirect(self, name: str) -> list[str]:
-        """Point every model/embedding endpoint, provider and MCP server at the fake LLM and blank
-        stored keys, before any server starts. Returns what was redirected (no secret in it)."""
-        fake = self.fake.base_url
-        done: list[str] = []
-        with self.cluster.connect(name) as conn, conn.transaction():
-            def columns(table: str) -> dict[str, str]:
-                return dict(conn.execute(
-                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
-                    "to_regclass(%s) AND attnum > 0 AND NOT attisdropped", (table,)).fetchall())
-
-            for table, col, endpoint, kind in (("agents", "llm_config", "model_endpoint", "model_endpoint_type"),
-                                               ("agents", "embedding_config", "embedding_endpoint",
-                                                "embedding_endpoint_type"),
-                                               ("sources", "embedding_config", "embedding_endpoint",
-                                                "embedding_endpoint_type")):
-                ctype = columns(table).get(col)
-                if ctype is None:
-                    continue
-                rows = conn.execute(sql.SQL(
-                    "SELECT coalesce({c}::jsonb->>{e}, '(none)'), coalesce({c}::jsonb->>{k}, '?'), count(*) FROM {t} "
-                    "WHERE {c} IS NOT NULL GROUP BY 1, 2").format(
-                    c=sql.Identifier(col), e=sql.Literal(endpoint), k=sql.Literal(kind), t=sql.Identifier(table))).fetchall()
-                conn.execute(sql.SQL(
-                    "UPDATE {t} SET {c} = ({c}::jsonb || jsonb_build_object({e}, {f}::text, {k}, 'openai'))::{ty} "
-                    "WHERE {c} IS NOT NULL").format(
-                    t=sql.Identifier(table), c=sql.Identifier(col), e=sql.Literal(endpoint), f=sql.Literal(fake),
-                    k=sql.Literal(kind), ty=sql.SQL(ctype)))
-                for url, endpoint_type, count in rows:
-                    done.append(f"{table}.{col}: {count} x {_shown_url(url)} ({endpoint_type}) -> the fake LLM")
-            # a provider without a base URL uses its vendor's default: it points at the fake LLM too;
-            # an MCP server without a URL (stdio) stays without one
-            for table, keys, url_column, url, even_unset, what in (
-                    ("providers", ("api_key", "api_key_enc", "access_key", "access_key_enc"), "base_url", fake,
-                     True, "base URL(s) -> the fake LLM, stored keys blanked"),
-                    ("mcp_server", ("token", "token_enc", "custom_headers", "custom_headers_enc"), "server_url",
-                     self.fake.url + "/mcp", False, "server URL(s) -> the fake LLM's address, tokens and headers "
-                     "blanked")):
-                count = self._blank(conn, columns(table), table, keys, url_column, url, even_unset)
-                if count:
-                    done.append(f"{table}: {count} {what}")
-            if columns("mcp_oauth"):
-                (count,) = conn.execute("SELECT count(*) FROM mcp_oauth").fetchone()
-                if count:
-                    conn.execute("DELETE FROM mcp_oauth")
-                    done.append(f"mcp_oauth: {count} OAuth session(s) removed from the copy")
-        return done
-
-    @staticmethod
-    def _blank(conn, present: dict[str, str], table: str, keys: tuple[str, ...], url_column: str, url: str,
-               even_unset: bool) -> int:
-        """Blank ``keys`` and point ``url_column`` at ``url`` (with ``even_unset``, where it is NULL
-        too) in every row of ``table``; the rows changed (0: no such table, or empty)."""
-        if not present:
-            return 0
-        (count,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
-        sets = [sql.SQL("{} = NULL").format(sql.Identifier(c)) for c in keys if c in present]
-        if url_column in present:
-            template = "{c} = {u}" if even_unset else "{c} = CASE WHEN {c} IS NULL THEN NULL ELSE {u} END"
-            sets.append(sql.SQL(template).format(c=sql.Identifier(url_column), u=sql.Literal(url)))
-        if not count or not sets:
-            return 0
-        conn.execute(sql.SQL("UPDATE {} SET {}").format(sql.Identifier(table), sql.SQL(", ").join(sets)))
-        return count
+        """Point the copy ``name`` at the fake LLM and blank stored keys, before any server
+        starts (``redirect_to_fake_llm``). Returns what was redirected (no secret in it)."""
+        with self.cluster.connect(name) as conn:
+            return redirect_to_fake_llm(conn, self.fake)
 
     # -- the run ---------------------------------------------------------------------------
     def run(self) -> RehearsalReport:
@@ -789,11 +731,6 @@ class LettaRehearsal:
 
     def close(self) -> None:
         self._rehearsal.close()
-
-
-def _shown_url(url: str) -> str:
-    """An endpoint as it may be printed: user info and query strings dropped."""
-    return re.sub(r"//[^/@]*@", "//***@", url.split("?")[0])
 
 
 def rehearse(request: RehearsalRequest, progress: Progress = print) -> RehearsalReport:

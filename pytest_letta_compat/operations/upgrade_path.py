@@ -1,7 +1,10 @@
 """One [[upgrade]] path, seeded, upgraded and started once, for every check that looks at it.
 
 ``UpgradePath.build()`` seeds a database of the old release through a live old server (the
-incident's agents, with history, plus an archival passage), backs it up, and upgrades a copy
+incident's agents, with history, plus an archival passage) and backs it up, or restores both
+from the seed cache an earlier run left (``seed_cache_dir``: named by the template and the
+seeding's source, so a changed release, image or seeding never reuses a stale one; the copy
+is pointed at this run's fake LLM), and upgrades a copy
 through ``apply_upgrade`` (what ``letta-compat upgrade --apply`` runs: backup gate, alembic,
 fix-ups). Both databases are then kept as templates, never served: a check reads them, or
 takes its own copy (``clone``, ~0.04 s) when it must change something. ``old_server()`` and
@@ -11,16 +14,24 @@ copy of the upgraded database, once each, when a check first asks for them.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
+import os
 import secrets
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from ..backends.base import LettaBackend, LettaStack
+from ..cache import locked
+from ..provision.fake_llm import FakeLLM
 from ..provision.procs import free_port
 from ..rest.agents import create_agent, insert_passage, send_message
 from .backup import backup
+from .redirect import redirect_to_fake_llm
 from .upgrade import UpgradeRequest, apply_upgrade
 
 LONG_EXCHANGES = 62  # every version stores at least user + assistant per exchange: > 120 messages
@@ -37,6 +48,7 @@ TOOL_SOURCE = '''def roll_die(sides: int) -> str:
     return str(sides)
 '''
 ARCHIVAL_TEXT = "an archival passage"
+SEED_DUMP, SEED_FACTS = "seeded.dump", "seed.json"  # in a seed cache directory; the facts are written last
 
 
 def seed_incident_agents(client, llm_base_url: str, exchanges: int = LONG_EXCHANGES) -> dict[str, str]:
@@ -66,6 +78,20 @@ def seed_incident_agents(client, llm_base_url: str, exchanges: int = LONG_EXCHAN
     return {name: agent["id"] for name, agent in agents.items()}
 
 
+def seed_cache_dir(backend: LettaBackend, from_version: str) -> Path:
+    """Where a seeded database of ``from_version`` is kept for later runs, named by everything
+    that shapes it: the template it starts from (release, alembic head, PostgreSQL or image)
+    and the source of the seeding, the REST calls it makes and the fake LLM that answers."""
+    from ..provision import fake_llm
+    from ..rest import agents
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], agents, fake_llm):
+        digest.update(Path(module.__file__).read_bytes())
+    template = backend.template_dump(from_version)
+    return template.parent / "seeded" / f"{template.stem}-{digest.hexdigest()[:12]}"
+
+
 def agents_in(backend: LettaBackend, database: str) -> dict[str, tuple[str, int]]:
     """Every live agent: id -> (name, number of messages), read from the database itself."""
     with backend.connect(database) as conn:
@@ -82,15 +108,15 @@ class UpgradePath:
     upgrade was gated on), ``password`` (of every server of the path), ``clone(which)``,
     ``old_server()``, ``new_server()``, ``timings``."""
 
-    def __init__(self, backend: LettaBackend, from_version: str, to_version: str, llm_base_url: str, workdir: Path,
-                 start_server: Callable[..., LettaStack] | None = None):
+    def __init__(self, backend: LettaBackend, from_version: str, to_version: str, fake: FakeLLM, workdir: Path,
+                 start_server: Callable[..., LettaStack] | None = None, name: str | None = None):
         self.backend = backend
         self.start_server = start_server or backend.start_server  # (version, database=, password=)
         self.from_version, self.to_version = from_version, to_version
-        self.llm_base_url = llm_base_url
+        self.fake = fake
         self.workdir = Path(workdir)
         self.password = secrets.token_urlsafe(16)
-        prefix = f"path_{from_version}_{to_version}".replace(".", "_")
+        prefix = name or f"path_{from_version}_{to_version}".replace(".", "_")  # of its databases' names
         self.seeded, self.upgraded = f"{prefix}_seeded", f"{prefix}_upgraded"
         self._names = (f"{prefix}_{n}" for n in itertools.count(1))
         self.backup_dir = self.workdir / "backup"
@@ -98,16 +124,39 @@ class UpgradePath:
         self.history: dict[str, list[str]] = {}
         self.before: dict[str, tuple[str, int]] = {}
         self.messages_before: list[tuple[str, int]] = []
-        self.timings: dict[str, float] = {}  # seed (old server start included), upgrade
+        self.timings: dict[str, float] = {}  # seed (old server start included) or seedcache, upgrade
         self._servers: dict[str, LettaStack] = {}
 
     def build(self, progress: Callable[[str], None] = lambda line: None) -> "UpgradePath":
         started = time.monotonic()
+        cached = seed_cache_dir(self.backend, self.from_version)
+        with locked(cached):
+            if (cached / SEED_FACTS).exists():
+                self._restore_seed(cached)
+                self.timings["seedcache"] = time.monotonic() - started
+            else:
+                self._seed(progress)
+                self._keep_seed(cached)
+                self.timings["seed"] = time.monotonic() - started
+        self.before = agents_in(self.backend, self.seeded)
+        with self.backend.connect(self.seeded) as conn:
+            self.messages_before = conn.execute("SELECT id, sequence_id FROM messages ORDER BY sequence_id").fetchall()
+
+        started = time.monotonic()
+        self.backend.copy_database(self.seeded, self.upgraded)
+        stopped = f"http://127.0.0.1:{free_port()}"  # the old server is stopped, as --apply requires
+        apply_upgrade(UpgradeRequest(self.from_version, self.to_version, self.backend.dsn(self.upgraded), stopped,
+                                     self.backup_dir, self.backend.cache, api_key=self.password), progress=progress)
+        self.timings["upgrade"] = time.monotonic() - started
+        return self
+
+    def _seed(self, progress: Callable[[str], None]) -> None:
+        """Seed ``seeded`` through a live old server, and back it up from that server."""
         self.backend.create_database(self.seeded, version=self.from_version)
         seeding = self.start_server(self.from_version, database=self.seeded, password=self.password)
         try:
             with seeding.client() as client:
-                self.agents = seed_incident_agents(client, self.llm_base_url)
+                self.agents = seed_incident_agents(client, self.fake.base_url)
                 for name, agent_id in self.agents.items():
                     listed = client.get(f"/v1/agents/{agent_id}/messages", params={"limit": 1000}).raise_for_status()
                     self.history[name] = [m["id"] for m in listed.json()]
@@ -117,18 +166,27 @@ class UpgradePath:
                 insert_passage(client, self.agents["long-history"], ARCHIVAL_TEXT)
         finally:
             seeding.stop()  # the database is copied next: nothing may be connected to it
-        self.before = agents_in(self.backend, self.seeded)
-        with self.backend.connect(self.seeded) as conn:
-            self.messages_before = conn.execute("SELECT id, sequence_id FROM messages ORDER BY sequence_id").fetchall()
-        self.timings["seed"] = time.monotonic() - started
 
-        started = time.monotonic()
-        self.backend.copy_database(self.seeded, self.upgraded)
-        stopped = f"http://127.0.0.1:{free_port()}"  # the old server is stopped, as --apply requires
-        apply_upgrade(UpgradeRequest(self.from_version, self.to_version, self.backend.dsn(self.upgraded), stopped,
-                                     self.backup_dir, self.backend.cache, api_key=self.password), progress=progress)
-        self.timings["upgrade"] = time.monotonic() - started
-        return self
+    def _keep_seed(self, cached: Path) -> None:
+        """Keep what ``_seed`` made for later runs: the database's dump, the backup, the ids."""
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True, mode=0o700)
+        self.backend.database_server().dump_database(self.seeded, partial / SEED_DUMP)
+        shutil.copytree(self.backup_dir, partial / "backup")
+        (partial / SEED_FACTS).write_text(json.dumps({"agents": self.agents, "history": self.history}))
+        shutil.rmtree(cached, ignore_errors=True)
+        partial.replace(cached)  # atomic: a reader sees all of it or nothing
+
+    def _restore_seed(self, cached: Path) -> None:
+        """``seeded`` and the backup as an earlier run's ``_seed`` left them, pointed at this
+        run's fake LLM (the dump names the earlier run's)."""
+        facts = json.loads((cached / SEED_FACTS).read_text())
+        self.agents, self.history = facts["agents"], facts["history"]
+        self.backend.database_server().restore_database(self.seeded, cached / SEED_DUMP)
+        with self.backend.connect(self.seeded) as conn:
+            redirect_to_fake_llm(conn, self.fake)
+        shutil.copytree(cached / "backup", self.backup_dir)
 
     def clone(self, which: str) -> str:
         """A new database, a copy of ``which`` ("seeded" or "upgraded"); returns its name."""

@@ -127,7 +127,7 @@ def letta_upgrade_path(letta_upgrade_entry: UpgradeEntry, letta_backend: LettaBa
     ``clone("seeded" | "upgraded")`` (a database of your own), ``old_server()`` and
     ``new_server()`` (started on first use, shared), ``password`` (of every server of the path)."""
     entry = letta_upgrade_entry
-    path = UpgradePath(letta_backend, entry.from_version, entry.to_version, fake_llm.base_url,
+    path = UpgradePath(letta_backend, entry.from_version, entry.to_version, fake_llm,
                        tmp_path_factory.mktemp(entry.id), start_server=letta_server_factory)
     try:
         path.build()

@@ -39,7 +39,7 @@ from ..cache import cache_root
 from ..paths import output_file
 from . import suite_collector
 from .xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401 - a hook, registered with this module
-from .reporting import ReportCollector, server_log_section
+from .reporting import ReportCollector, server_log_section, server_start_line
 from . import progress
 from ..matrix.shards import parse_shard, shard_of
 from .stash import (SHARD_KEY, BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, PHASE_KEY, SESSION_START_KEY, STACKS_KEY,
@@ -323,9 +323,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                      "template": f"template {version} restored from the cached dump"}[kind]
             tr.write_line(f"{label}: {seconds:.1f} s" + (" (already in the cache)" if kind == "install" and seconds == 0 else ""))
     for key, seconds in t.items():
-        if key.startswith(("pathseed_", "pathupgrade_")):
+        if key.startswith(("pathseed_", "pathseedcache_", "pathupgrade_")):
             kind, path = key.split("_", 1)
-            label = {"pathseed": "seeded (old server start included)", "pathupgrade": "upgraded (apply_upgrade)"}[kind]
+            label = {"pathseed": "seeded (old server start included)",
+                     "pathseedcache": "seeded from the cache (an earlier run's seeding, no server started)",
+                     "pathupgrade": "upgraded (apply_upgrade)"}[kind]
             tr.write_line(f"upgrade path {path.replace('->', ' -> ')} {label}: {seconds:.1f} s")
     if backend.copy_times:
         copies = sorted(backend.copy_times)
@@ -334,9 +336,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     started_by = config.stash.get(STARTED_BY_KEY, {})
     for stack in backend.stacks:
         if stack.started_in is not None:
-            by = started_by.get(stack)
-            tr.write_line(f"Letta {stack.version} healthy {stack.started_in:.1f} s after its start ({stack.url}"
-                          + (f"; in the {by[1]} of {by[0]})" if by else ")"))
+            tr.write_line(server_start_line(stack, started_by.get(stack)))
     if backend.first_healthy_at is not None:
         since = backend.first_healthy_at - config.stash[SESSION_START_KEY]
         tr.write_line(f"first server healthy {since:.1f} s after pytest started")

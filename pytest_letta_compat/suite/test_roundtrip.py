@@ -6,16 +6,15 @@ truncated ("AI/ML Expert", a non-ASCII name, a history past 120 messages, a cust
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from packaging.version import Version
 
+from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat import versions
 from pytest_letta_compat.rest.agents import assistant_texts, send_message
 from pytest_letta_compat.rest import client as letta_api
@@ -23,14 +22,6 @@ from pytest_letta_compat.operations.agentfile import MARKER, role_counts
 from pytest_letta_compat.operations.backup import backup, load_backup
 
 pytestmark = pytest.mark.letta_check("roundtrip")
-
-
-def letta_compat(*args: str, api_key: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LETTA_API_KEY"}
-    if api_key:
-        env["LETTA_API_KEY"] = api_key  # never on the command line
-    return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", *args],
-                          capture_output=True, text=True, env=env, timeout=1800)
 
 
 @dataclass

@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 
 import pytest
 
+from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat import versions
 from pytest_letta_compat.rest.agents import assistant_texts, send_message
 from pytest_letta_compat.operations.database import LettaDatabase
@@ -21,16 +20,6 @@ from pytest_letta_compat.operations.upgrade_path import agents_in
 from pytest_letta_compat.provision.procs import free_port
 
 pytestmark = pytest.mark.letta_check("upgrade")
-
-
-def letta_compat(cache, *args: str, api_key: str | None = None,
-                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The real CLI, as an operator runs it."""
-    env = {k: v for k, v in (env or os.environ).items() if k != "LETTA_API_KEY"}
-    if api_key:
-        env["LETTA_API_KEY"] = api_key  # never on the command line
-    return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(cache), *args],
-                          capture_output=True, text=True, env=env, timeout=1800)
 
 
 def revision_of(postgres, database: str) -> str:
@@ -57,7 +46,7 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     outputs = []
 
     # the dry run shows the plan and changes nothing
-    dry = letta_compat(cache, *upgrade, api_key=password)
+    dry = letta_compat(*upgrade, api_key=password, cache=cache)
     outputs.append(dry)
     assert dry.returncode == 0, dry.stderr
     assert "Dry run" in dry.stdout and f"alembic upgrade {new_head}" in dry.stdout
@@ -65,7 +54,7 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     assert not backup_dir.exists()
 
     # --apply while the old server runs: it backs up and verifies, then refuses to migrate under it
-    first = letta_compat(cache, *upgrade, "--apply", api_key=password)
+    first = letta_compat(*upgrade, "--apply", api_key=password, cache=cache)
     outputs.append(first)
     assert first.returncode == 2, first.stdout + first.stderr
     assert "backup is verified" in first.stderr and "Stop it" in first.stderr
@@ -79,7 +68,7 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     with open(corrupt / "database.dump", "r+b") as f:
         f.seek(-64, os.SEEK_END)
         f.write(b"\0" * 64)
-    refused = letta_compat(cache, *upgrade[:-1], str(corrupt), "--apply")
+    refused = letta_compat(*upgrade[:-1], str(corrupt), "--apply", cache=cache)
     outputs.append(refused)
     assert refused.returncode == 2
     assert "does not match manifest.json" in refused.stderr and "not touched" in refused.stderr
@@ -87,14 +76,14 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     assert revision_of(letta_postgres, database) == old_head
 
     # with the server stopped and the backup verified, --apply migrates and says what to do next
-    applied = letta_compat(cache, *upgrade, "--apply")
+    applied = letta_compat(*upgrade, "--apply", cache=cache)
     outputs.append(applied)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert revision_of(letta_postgres, database) == new_head
     assert f"start Letta {new}" in applied.stdout and "letta-compat verify" in applied.stdout
 
     after = letta_server_factory(new, database=database, password=password)
-    verify = letta_compat(cache, "verify", "--url", after.url, str(backup_dir), api_key=password)
+    verify = letta_compat("verify", "--url", after.url, str(backup_dir), api_key=password, cache=cache)
     outputs.append(verify)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert agents_in(letta_postgres, database) == before  # same ids, names ("AI/ML Expert") and history
@@ -128,9 +117,9 @@ def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrad
     env = {**os.environ, "LETTA_PG_URI": request.dsn}
     upgrade = ["upgrade", "--from", old, "--to", new, "--url", server.url, "--backup", str(backup_dir),
                "--strategy", "recreate", "--apply"]
-    assert letta_compat(letta_postgres.cache, *upgrade, api_key=password, env=env).returncode == 2  # backs up only
+    assert letta_compat(*upgrade, api_key=password, env=env, cache=letta_postgres.cache).returncode == 2  # backs up only
     server.stop()
-    applied = letta_compat(letta_postgres.cache, *upgrade, api_key=password, env=env)
+    applied = letta_compat(*upgrade, api_key=password, env=env, cache=letta_postgres.cache)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "letta-compat restore" in applied.stdout
     assert revision_of(letta_postgres, database) == versions.server_release(new).alembic_head
@@ -151,8 +140,8 @@ def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_postgres
     database = f"nobackup_{old}_{new}".replace(".", "_")
     letta_postgres.create_database(database, version=old)
     stopped = f"http://127.0.0.1:{free_port()}"
-    proc = letta_compat(letta_postgres.cache, "upgrade", "--from", old, "--to", new, "--dsn",
-                        letta_postgres.dsn(database), "--url", stopped, "--backup", str(tmp_path / "none"), "--apply")
+    proc = letta_compat("upgrade", "--from", old, "--to", new, "--dsn",
+                        letta_postgres.dsn(database), "--url", stopped, "--backup", str(tmp_path / "none"), "--apply", cache=letta_postgres.cache)
     assert proc.returncode == 2
     assert "Refusing to upgrade without a backup" in proc.stderr and "Traceback" not in proc.stderr
     assert revision_of(letta_postgres, database) == versions.server_release(old).alembic_head

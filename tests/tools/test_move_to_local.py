@@ -7,9 +7,7 @@ memory and in-context history to the model, answers, and resumes the same conver
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat.operations import local_layout as layout
 from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.move_to_local import PROVING_ENV, forget_proven, record_proven
@@ -75,11 +74,6 @@ LETTA_CODE_VERSIONS = ["0.34.12", "0.32.18"]  # the newest release and one older
 LOCAL_MODEL = "fake-gpt"
 PROOFS = ("moved", "listed", "answers", "resumes", "idempotent", "from_backup")
 PASSED: dict[str, set[str]] = defaultdict(set)
-
-
-def letta_compat(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest_letta_compat.cli.main", *map(str, args)],
-                          capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
 
 
 @dataclass

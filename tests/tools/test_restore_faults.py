@@ -11,13 +11,13 @@ from collections import Counter
 
 import pytest
 
+from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat.rest.agents import create_agent, send_message
 from pytest_letta_compat.operations.agentfile import MARKER
 from pytest_letta_compat.operations.backup import backup, read_manifest
 from pytest_letta_compat.operations.restore import restore
 from pytest_letta_compat.operations.verify import verify
 
-from pytest_letta_compat.suite.test_roundtrip import letta_compat
 
 pytestmark = pytest.mark.letta_check("roundtrip")
 

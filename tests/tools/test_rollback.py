@@ -10,13 +10,14 @@ import shutil
 
 import pytest
 
+from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat import versions
 from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.upgrade import UpgradeRequest, apply_upgrade
 from pytest_letta_compat.versions import versions_at
 
 from pytest_letta_compat.operations.upgrade_path import agents_in, seed_incident_agents
-from pytest_letta_compat.suite.test_upgrade_inplace import letta_compat, revision_of
+from pytest_letta_compat.suite.test_upgrade_inplace import revision_of
 
 pytestmark = pytest.mark.letta_check("upgrade")
 
@@ -50,12 +51,12 @@ def test_rollback_puts_the_old_database_back(letta_upgrade_entry, letta_postgres
         f.seek(os.path.getsize(corrupt / "database.dump") // 2)
         f.write(b"corrupt")
     env = {**os.environ, "LETTA_PG_URI": dsn}  # the DSN's password stays off the command line
-    refused = letta_compat(letta_postgres.cache, "rollback", "--backup", str(corrupt), env=env)
+    refused = letta_compat("rollback", "--backup", str(corrupt), env=env, cache=letta_postgres.cache)
     assert refused.returncode == 2
     assert "does not match manifest.json" in refused.stderr and "not touched" in refused.stderr
     assert revision_of(letta_postgres, database) == upgraded
 
-    rolled = letta_compat(letta_postgres.cache, "rollback", "--backup", str(backup_dir), env=env)
+    rolled = letta_compat("rollback", "--backup", str(backup_dir), env=env, cache=letta_postgres.cache)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
     assert revision_of(letta_postgres, database) == old_head
     assert f"the schema of Letta {', '.join(versions_at(old_head))}" in rolled.stdout

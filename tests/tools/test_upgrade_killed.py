@@ -33,13 +33,14 @@ from dataclasses import dataclass
 
 import pytest
 
+from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat import versions
 from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.provision.alembic import RevisionGraph
 from pytest_letta_compat.provision.install import ensure_migration_scripts
 from pytest_letta_compat.provision.procs import free_port
 from pytest_letta_compat.operations.upgrade_path import agents_in, seed_incident_agents
-from pytest_letta_compat.suite.test_upgrade_inplace import letta_compat, revision_of
+from pytest_letta_compat.suite.test_upgrade_inplace import revision_of
 from pytest_letta_compat.versions import describe_revision
 
 OLD, NEW = "0.11.3", "0.16.8"
@@ -180,7 +181,7 @@ def test_killed_upgrade_resumes_or_rolls_back(point, seeded, letta_postgres, tmp
     assert agents_in(letta_postgres, killed) == seeded.before
 
     # (a) schema check names where the killed upgrade left the database
-    check = letta_compat(cache, "schema", "check", "--server-version", NEW, env=env)
+    check = letta_compat("schema", "check", "--server-version", NEW, env=env, cache=cache)
     assert check.returncode == 1, check.stdout + check.stderr
     assert f"alembic revision: found {describe_revision(left, graph)}" in check.stdout, check.stdout
     if not versions.versions_at(left):
@@ -192,17 +193,17 @@ def test_killed_upgrade_resumes_or_rolls_back(point, seeded, letta_postgres, tmp
     letta_postgres.database_server().create_database(rolled, template=killed)
 
     # (b) the same command again finishes the upgrade, with the backup made before the kill
-    again = letta_compat(cache, *upgrade, "--apply", env=env)
+    again = letta_compat(*upgrade, "--apply", env=env, cache=cache)
     assert again.returncode == 0, again.stdout + again.stderr
     assert revision_of(letta_postgres, killed) == new_head
     assert agents_in(letta_postgres, killed) == seeded.before
     assert {p.name: p.read_bytes() for p in backup_dir.iterdir() if p.name in backed_up} == backed_up
-    ready = letta_compat(cache, "schema", "check", "--server-version", NEW, env=env)
+    ready = letta_compat("schema", "check", "--server-version", NEW, env=env, cache=cache)
     assert ready.returncode == 0, ready.stdout + ready.stderr
 
     # (c) or rollback puts the pre-upgrade database back
-    back = letta_compat(cache, "rollback", "--backup", str(backup_dir),
-                        env={**os.environ, "LETTA_PG_URI": letta_postgres.dsn(rolled)})
+    back = letta_compat("rollback", "--backup", str(backup_dir),
+                        env={**os.environ, "LETTA_PG_URI": letta_postgres.dsn(rolled)}, cache=cache)
     assert back.returncode == 0, back.stdout + back.stderr
     assert revision_of(letta_postgres, rolled) == old_head
     assert agents_in(letta_postgres, rolled) == seeded.before

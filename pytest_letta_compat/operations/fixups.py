@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import LettaCompatError
-from ..schema.inspect import default_sequence, qualified_name, sequence_lag, sequence_next
+from ..schema.inspect import default_sequence, invalid_indexes, qualified_name, sequence_lag, sequence_next
 from .database import LettaDatabase
 
 SEQUENCE = "message_seq_id"  # the name migration e991d2e3b428 gives it
@@ -153,29 +153,21 @@ class PlaintextSecrets:
                 sql.Identifier(plain), sql.Identifier(plain)))
 
 
-def _invalid_indexes(conn: psycopg.Connection) -> list[tuple[str, str]]:
-    """(schema, index) for each index of the current schema that PostgreSQL marks INVALID."""
-    return conn.execute(
-        "SELECT n.nspname, i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
-        "JOIN pg_namespace n ON n.oid = i.relnamespace WHERE NOT x.indisvalid AND n.nspname = current_schema() "
-        "ORDER BY i.relname").fetchall()
-
-
 class InvalidIndexes:
     name = "indexes left INVALID"
 
     def detect(self, conn: psycopg.Connection) -> str | None:
-        found = _invalid_indexes(conn)
+        found = invalid_indexes(conn)
         if not found:
             return None
-        return (f"{', '.join(name for _, name in found)}: INVALID after an interrupted CREATE INDEX CONCURRENTLY "
+        return (f"{', '.join(found)}: INVALID after an interrupted CREATE INDEX CONCURRENTLY "
                 "(PostgreSQL never uses it; Letta's IF NOT EXISTS migrations never rebuild it)")
 
     def apply(self, conn: psycopg.Connection) -> None:
-        for schema, index in _invalid_indexes(conn):
+        for index in invalid_indexes(conn):
             try:
                 with conn.transaction():  # a savepoint: name the index whose rebuild fails
-                    conn.execute(sql.SQL("REINDEX INDEX {}").format(sql.Identifier(schema, index)))
+                    conn.execute(sql.SQL("REINDEX INDEX {}").format(sql.Identifier(index)))  # search_path: Letta's schema
             except psycopg.errors.UniqueViolation as exc:
                 raise LettaCompatError(
                     f"Rebuilding the unique index {index} failed: rows written while it was INVALID are duplicates "

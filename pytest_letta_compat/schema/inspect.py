@@ -125,16 +125,28 @@ def _read_enums(conn: psycopg.Connection, live: LiveSchema) -> None:
 
 def _read_indexes(conn: psycopg.Connection, live: LiveSchema) -> None:
     rows = conn.execute(
-        """SELECT t.relname, i.relname, x.indisunique, x.indisvalid, pg_get_indexdef(x.indexrelid),
+        """SELECT t.relname, i.relname, x.indisunique, pg_get_indexdef(x.indexrelid),
                   ARRAY(SELECT pg_get_indexdef(x.indexrelid, k, true)
                         FROM generate_series(1, x.indnkeyatts) AS k ORDER BY k)
            FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
            JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = %s""",
         (live.schema,)).fetchall()
-    for table, name, unique, valid, definition, columns in rows:
+    invalid = set(invalid_indexes(conn, live.schema))
+    for table, name, unique, definition, columns in rows:
         if table in live.tables:
             live.tables[table].indexes[name] = LiveIndex(tuple(c.strip('"') for c in columns), unique, definition,
-                                                         valid)
+                                                         name not in invalid)
+
+
+def invalid_indexes(conn: psycopg.Connection, schema: str | None = None) -> list[str]:
+    """The indexes of ``schema`` (default: the current one) that PostgreSQL marks INVALID: left
+    by an interrupted ``CREATE INDEX CONCURRENTLY``, never used, never rebuilt by Letta's
+    ``IF NOT EXISTS`` migrations."""
+    rows = conn.execute(
+        "SELECT i.relname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+        "JOIN pg_namespace n ON n.oid = i.relnamespace WHERE NOT x.indisvalid "
+        "AND n.nspname = coalesce(%s::name, current_schema()) ORDER BY i.relname", (schema,)).fetchall()
+    return [name for (name,) in rows]
 
 
 _ON_DELETE = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT", "r": "RESTRICT", "a": None}

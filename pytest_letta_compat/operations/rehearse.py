@@ -745,7 +745,8 @@ def rehearse(request: RehearsalRequest, progress: Progress = print) -> Rehearsal
 # -- output --------------------------------------------------------------------------------
 def format_report(report: RehearsalReport) -> list[str]:
     src = report.source
-    lines = [f"Source: {src['where']} ({src['format']} dump, schema {src['schema']}): {src['described']}",
+    lines = [f"Rehearsed on the {report.backend} backend",
+             f"Source: {src['where']} ({src['format']} dump, schema {src['schema']}): {src['described']}",
              f"  {src['agents']} agents, {src['stored_messages']} stored messages (inventory through "
              f"{src['inventory_via']})"]
     lines += [f"  drift: {d}" for d in src["drift"]] or ["  drift: none"]

@@ -78,7 +78,8 @@ def section(data: dict) -> str:
                else "something was lost or changed on the letta-compat path")
     head = (f"<h2>Upgrade rehearsal of {esc(src['where'])}</h2>"
             f"<p>{esc(src['described'])} · {esc(str(src.get('agents', '?')))} agents, "
-            f"{esc(str(src.get('stored_messages', '?')))} stored messages · verdict: <strong>{esc(verdict)}"
+            f"{esc(str(src.get('stored_messages', '?')))} stored messages · rehearsed on the "
+            f"{esc(data.get('backend', 'native'))} backend · verdict: <strong>{esc(verdict)}"
             "</strong></p>" + (f"<p>Drift: {esc('; '.join(src['drift']))}</p>" if src.get("drift") else ""))
     body = "\n".join(target_html(data, t) for t in data["targets"])
     return f'<section class="rehearsal">{head}\n{body}</section>'

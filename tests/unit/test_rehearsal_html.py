@@ -43,6 +43,14 @@ def sample() -> RehearsalReport:
         {"version": "0.34.12", "verdict": "works", "evidence": f"resumed {ODD} (agent-1): turn answered"}]}])
 
 
+def test_every_written_report_names_the_backend_it_was_rehearsed_on(tmp_path):
+    report = sample()
+    report.backend = "docker"
+    for written in write_report(report, tmp_path / "rehearsal"):
+        text = written.read_text()
+        assert ('"backend": "docker"' if written.suffix == ".json" else "on the docker backend") in text, written.name
+
+
 def test_the_rehearsal_page_shows_each_agent_s_verdict_escaped_and_no_secret(tmp_path):
     register_secret(KEY)
     report = sample()

@@ -118,6 +118,12 @@ class LettaBackend(ABC):
         """Make sure ``start_server`` has what each of ``versions`` needs (native: its install;
         docker: its image), before anything is started on it: a missing one fails here."""
 
+    def prepared(self, version: str) -> bool:
+        """Whether ``prepare([version])`` has nothing left to do, told cheaply (no lock, no
+        network): the plugin prepares ahead only what is not. A backend that cannot tell says
+        True (docker: a pull in the background would move its warnings to whatever test runs)."""
+        return True
+
     def cleanup(self) -> None:
         """``stop()``, and remove what the session left on disk."""
         self.stop()

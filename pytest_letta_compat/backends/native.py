@@ -14,7 +14,7 @@ from ..matrix.model import PostgresSpec
 from ..postgres.binaries import PostgresBinaries
 from ..postgres.cluster import PostgresCluster
 from ..provision.alembic import upgrade_to_release
-from ..provision.install import ServerInstall, ensure_server
+from ..provision.install import ServerInstall, ensure_server, server_installed
 from ..provision.redis import RedisServer
 from ..provision.server import LettaServerProcess
 from .base import LettaBackend, LettaStack
@@ -122,6 +122,9 @@ class NativeBackend(LettaBackend):
     def prepare(self, versions: list[str]) -> None:
         for version in versions:
             self._install(version)
+
+    def prepared(self, version: str) -> bool:
+        return server_installed(version, self.cache)
 
     # -- servers ---------------------------------------------------------------------------
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,

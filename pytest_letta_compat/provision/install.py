@@ -75,16 +75,35 @@ def _run(argv: list[str], what: str, *, env: dict[str, str] | None = None, cwd: 
     return proc.stdout
 
 
+def _marker(version: str, cache: Path) -> tuple[Path, Path, str]:
+    """``version``'s venv in the cache, the marker a complete install leaves, and what it must say."""
+    release = versions.require_server_release(version, error=ProvisioningError)
+    venv = cache / "servers" / version
+    return venv, venv / ".letta-compat-installed", json.dumps({"spec": release.pip_spec,
+                                                                "exclude_newer": release.exclude_newer})
+
+
+def _current(marker: Path, wanted: str) -> bool:
+    return marker.exists() and marker.read_text() == wanted
+
+
+def server_installed(version: str, cache: Path) -> bool:
+    """Whether ``ensure_server`` would return at once (a marker read, no lock): what the plugin
+    checks before installing ahead. An unknown version is not installed (ensure_server says why)."""
+    try:
+        return _current(*_marker(version, cache)[1:])
+    except ProvisioningError:
+        return False
+
+
 def ensure_server(version: str, cache: Path) -> ServerInstall:
     """Return the cached venv for ``version``, installing it first if needed."""
     release = versions.require_server_release(version, error=ProvisioningError)
-    venv = cache / "servers" / version
-    marker = venv / ".letta-compat-installed"
-    wanted = json.dumps({"spec": release.pip_spec, "exclude_newer": release.exclude_newer})
-    if marker.exists() and marker.read_text() == wanted:
+    venv, marker, wanted = _marker(version, cache)
+    if _current(marker, wanted):
         return ServerInstall(version, venv, 0.0)
-    with locked(venv):
-        if marker.exists() and marker.read_text() == wanted:  # another process finished it
+    with locked(venv):  # another process, or the plugin's install-ahead thread, may be installing it
+        if _current(marker, wanted):  # it finished it
             return ServerInstall(version, venv, 0.0)
         started = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)

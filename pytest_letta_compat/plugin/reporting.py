@@ -11,6 +11,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -71,6 +72,33 @@ def server_log_section(config: pytest.Config, nodeid: str, stack) -> tuple[str, 
     except (OSError, LettaCompatError) as exc:  # an unwritable folder must not hide the failure
         text += f"\n(could not copy this log to the logs folder: {exc})"
     return f"Letta {stack.version} server log ({where})", excerpt(redact(text), max_lines=EXCERPT_LINES)
+
+
+class Prestarted(NamedTuple):
+    """A server started ahead, in the background (plugin/prestart.py): nobody waited for its
+    start but the test that took it, and that one only for ``waited`` seconds of it."""
+
+    nodeid: str | None = None  # the test that took it (None: nobody did)
+    phase: str | None = None
+    waited: float = 0.0
+
+
+def server_start_line(stack, started_by) -> str:
+    """The terminal section's line for one server start, and which test phase waited for it:
+    ``(nodeid, phase)``, a ``Prestarted``, or None. benchmarks/bench_suite.py parses it (HEALTHY):
+    it takes from that phase's duration what it waited (all of a start; of a prestarted one, the
+    ``waited`` seconds only), so change both together."""
+    line = f"Letta {stack.version} healthy {stack.started_in:.1f} s after its start ({stack.url}"
+    if isinstance(started_by, Prestarted):
+        if started_by.nodeid is None:
+            return line + "; prestarted, never used)"
+        if started_by.waited < 0.05:
+            return line + f"; prestarted, ready before the {started_by.phase} of {started_by.nodeid})"
+        return line + (f"; prestarted, {started_by.waited:.1f} s of it waited for in the {started_by.phase} "
+                       f"of {started_by.nodeid})")
+    if started_by:
+        return line + f"; in the {started_by[1]} of {started_by[0]})"
+    return line + ")"
 
 
 def cell_of(item: pytest.Item) -> tuple[str, str] | None:

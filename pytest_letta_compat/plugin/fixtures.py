@@ -28,7 +28,9 @@ LETTA_CODE_RUNS_KEY = pytest.StashKey[list]()
 
 
 def _fail(exc: LettaCompatError):
-    pytest.fail(str(exc), pytrace=False)
+    """The test fails with the error's one paragraph: no traceback, and (``from None``) not the
+    error again as the exception this one was raised while handling."""
+    raise pytest.fail.Exception(str(exc), pytrace=False) from None
 
 
 def cache_dir_option(config: pytest.Config) -> str | None:

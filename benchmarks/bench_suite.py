@@ -1,6 +1,6 @@
 """Time the operator's run: the shipped suite on a matrix, end to end, against its floor.
 
-    python benchmarks/bench_suite.py [--cold] [--matrix matrices/default.toml] [--backend native|docker]
+    python benchmarks/bench_suite.py [--cold] [--matrix matrices/default.toml] [--backend native|docker ...]
                                      [--workers N] [--out FILE]
 
 It runs exactly what an operator runs (``pytest --letta-matrix FILE --letta-suite`` in an
@@ -117,22 +117,14 @@ def machine() -> dict:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "load_before": load}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--matrix", default="matrices/default.toml")
-    p.add_argument("--backend", choices=("native", "docker"), default=None, help="default: the matrix's backend")
-    p.add_argument("--cold", action="store_true", help="start from an empty letta-compat cache")
-    p.add_argument("--workers", type=int, default=0, help="xdist workers (-n); 0 measures the floor too")
-    p.add_argument("--out", default=None, help="also write the JSON (and the run's output beside it, .log)")
-    args = p.parse_args(argv)
-    matrix = Path(args.matrix)
-    matrix = matrix if matrix.is_absolute() else (Path.cwd() / matrix).resolve()
+def run_once(matrix: Path, shown_matrix: str, backend: str | None, workers: int, cold: bool) -> tuple[dict, str]:
+    """One suite run on ``backend``: its JSON result and its output."""
     workdir = Path(tempfile.mkdtemp(prefix="letta-compat-bench-suite-"))
     (workdir / "tests").mkdir()  # an empty test directory: the run collects the shipped suite only
-    cache = workdir / "cache" if args.cold else None
+    cache = workdir / "cache" if cold else None
     conditions = machine()
     started = time.monotonic()
-    proc = subprocess.run(suite_command(matrix, args.backend, args.workers, cache, workdir), cwd=workdir,
+    proc = subprocess.run(suite_command(matrix, backend, workers, cache, workdir), cwd=workdir,
                           capture_output=True, text=True)
     wall = time.monotonic() - started
     shutil.rmtree(workdir, ignore_errors=True)  # basetemp, and the cold cache: the output is kept with --out
@@ -141,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     migration = sum(found["migrations"].values()) + sum(p.get("upgrade_s", 0.0) for p in found["paths"].values())
     server_s = sum(s for _, s in starts)
     floor = server_s + migration + found["calls"]
-    known = args.workers == 0
+    known = workers == 0
     result = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "matrix": args.matrix,
-        "mode": "cold" if args.cold else "warm", "backend": args.backend or "matrix's", "workers": args.workers,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "matrix": shown_matrix,
+        "mode": "cold" if cold else "warm", "backend": backend or "matrix's", "workers": workers,
         "exit_code": proc.returncode, "outcome": found.get("outcome"), "wall_s": round(wall, 1),
         "server_starts": len(starts) if known else None,
         "server_starts_by_version": {v: sum(1 for w, _ in starts if w == v) for v in sorted({v for v, _ in starts})},
@@ -155,13 +147,36 @@ def main(argv: list[str] | None = None) -> int:
         "template_clone_s": found.get("copies", {}).get("median_s"), "database_copies": found.get("copies"),
         "entries": found["entries"], "machine": {**conditions, "load_after": machine()["load_before"]},
     }
-    print(json.dumps(result, indent=2))
+    return result, proc.stdout + proc.stderr
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--matrix", default="matrices/default.toml")
+    p.add_argument("--backend", choices=("native", "docker"), action="append", default=None,
+                   help="default: the matrix's backend; given twice (--backend native --backend docker), the "
+                        "same matrix runs on each in turn and the JSON compares their wall times")
+    p.add_argument("--cold", action="store_true", help="start from an empty letta-compat cache")
+    p.add_argument("--workers", type=int, default=0, help="xdist workers (-n); 0 measures the floor too")
+    p.add_argument("--out", default=None, help="also write the JSON (and each run's output beside it, .log)")
+    args = p.parse_args(argv)
+    matrix = Path(args.matrix)
+    matrix = matrix if matrix.is_absolute() else (Path.cwd() / matrix).resolve()
+    runs = [run_once(matrix, args.matrix, backend, args.workers, args.cold) for backend in args.backend or [None]]
+    if len(runs) == 1:
+        document = runs[0][0]
+    else:
+        first = runs[0][0]
+        document = {"matrix": args.matrix, "runs": [result for result, _ in runs],
+                    "wall_ratio": {f"{r['backend']}/{first['backend']}": round(r["wall_s"] / first["wall_s"], 3)
+                                   for r, _ in runs[1:]}}
+    print(json.dumps(document, indent=2))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        out.with_suffix(".log").write_text(proc.stdout + proc.stderr)
-    return 0 if proc.returncode == 0 else 1
+        out.write_text(json.dumps(document, indent=2))
+        out.with_suffix(".log").write_text("\n".join(output for _, output in runs))
+    return 0 if all(result["exit_code"] == 0 for result, _ in runs) else 1
 
 
 if __name__ == "__main__":

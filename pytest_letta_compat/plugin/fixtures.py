@@ -21,6 +21,7 @@ from ..provision.fake_llm import FakeLLM
 from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
 from ..matrix.model import Matrix, PostgresSpec, RehearsalEntry, ServerEntry, UpgradeEntry
 from ..operations.upgrade_path import UpgradePath
+from . import prestart
 from .stash import BACKEND_KEY, MATRIX_KEY, PHASE_KEY, STACKS_KEY, STARTED_BY_KEY
 
 # the Letta Code runs of a test, attached to its report when it fails
@@ -69,10 +70,17 @@ def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake
     except LettaCompatError as exc:
         _fail(exc)
     cfg.stash[BACKEND_KEY] = backend
+    ahead = prestart.of(cfg)  # installs what the matrix lacks while the first tests run
+    if ahead is not None:
+        ahead.install_ahead(backend)
     try:
         yield backend
     finally:
+        if ahead is not None:
+            ahead.close()  # no server start under way, then the backend stops them all
         backend.stop()
+        if ahead is not None:
+            ahead.release()
 
 
 @pytest.fixture(scope="session")
@@ -170,10 +178,20 @@ def letta_rehearsal(letta_rehearsal_entry: RehearsalEntry, letta_backend: LettaB
 
 
 @pytest.fixture(scope="session")
-def letta_server(letta_server_entry: ServerEntry, letta_server_factory) -> Iterator[LettaStack]:
+def letta_server(pytestconfig: pytest.Config, letta_server_entry: ServerEntry, letta_server_factory,
+                 letta_backend: LettaBackend) -> Iterator[LettaStack]:
     """The running server of the current matrix entry: ``url``, ``version``, ``dsn``,
-    ``log_path``, ``client()``, ``connect()``. One process per entry, shared by its tests."""
-    stack = letta_server_factory(letta_server_entry.version, secure=letta_server_entry.secure)
+    ``log_path``, ``client()``, ``connect()``. One process per entry, shared by its tests.
+    Once it is healthy, the next entry's server starts in the background (plugin/prestart.py)."""
+    ahead = prestart.of(pytestconfig)
+    try:
+        stack = ahead.take(letta_server_entry) if ahead is not None else None
+    except LettaCompatError as exc:  # its start in the background failed: as a start here would
+        _fail(exc)
+    if stack is None:
+        stack = letta_server_factory(letta_server_entry.version, secure=letta_server_entry.secure)
+    if ahead is not None:
+        ahead.start_next(letta_backend)
     yield stack
     letta_server_factory.stop_soon(stack)
 

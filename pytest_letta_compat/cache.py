@@ -52,8 +52,9 @@ def locked(path: Path, timeout: float = 1800) -> Iterator[None]:
     lock = FileLock(str(path) + ".lock", timeout=timeout)
     try:
         lock.acquire(timeout=0)
-    except Timeout:  # another run holds it: say so, and how long the wait took
-        with progress.phase(f"waiting for another run's lock on {path}", done="got it"):
+    except Timeout:  # another run, or this run's installs ahead (plugin/prestart.py), holds it: say so
+        with progress.phase(f"waiting for the lock on {path} (another run's, or this run's install ahead)",
+                            done="got it"):
             lock.acquire()
     try:
         yield

@@ -40,8 +40,9 @@ def test_waiting_for_a_lock_another_process_holds_is_reported(tmp_path):
     with progress.reporting_to(lines.append), locked(target):
         pass
     holder.wait(30)
-    assert lines[0] == f"waiting for another run's lock on {target} …"
-    assert lines[1].startswith(f"waiting for another run's lock on {target}: got it in ")
+    assert lines[0] == f"waiting for the lock on {target} (another run's, or this run's install ahead) …"
+    assert lines[1].startswith(f"waiting for the lock on {target} (another run's, or this run's install ahead): "
+                               "got it in ")
 
 
 INNER = """

@@ -241,3 +241,34 @@ def test_a_warm_cache_starts_no_thread(tmp_path):
 
     backend = _InstallsBackend(tmp_path, prepared={"0.11.3", "0.16.2", versions.MIGRATIONS_SOURCE}, dumps=False)
     assert _prestart(["0.11.3", "0.16.2"]).install_ahead(backend) is None
+
+
+class _StartsBackend:
+    """What the prestart asks of a backend for servers: start_server (in its thread) and stop_soon."""
+
+    def __init__(self):
+        self.started, self.stopped = [], []
+
+    def start_server(self, version: str, *, secure: bool = False):
+        stack = SimpleNamespace(version=version)
+        self.started.append(stack)
+        return stack
+
+    def stop_soon(self, stack) -> None:
+        self.stopped.append(stack)
+
+
+def test_a_server_started_ahead_for_an_entry_that_starts_nothing_is_stopped_and_the_next_starts_itself():
+    import time
+
+    prestart = _prestart([])
+    prestart.sequence = [A, B, C]
+    backend = _StartsBackend()
+    assert prestart.take(A) is None  # the first start is the fixture's own
+    prestart.start_next(backend)  # B's server starts ahead
+    assert prestart.take(C) is None  # B's tests were all skipped: C starts its own
+    deadline = time.monotonic() + 10
+    while not backend.stopped and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [s.version for s in backend.started] == ["0.16.2"] and backend.stopped == backend.started
+    prestart.release()

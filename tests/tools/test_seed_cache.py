@@ -15,12 +15,17 @@ def test_a_second_build_restores_the_seeded_path_without_a_server(letta_upgrade_
                                                                    tmp_path):
     first = letta_upgrade_path  # seeded now, or restored from an earlier run's seeding: either way it is cached
     assert (seed_cache_dir(letta_backend, first.from_version) / SEED_FACTS).is_file()
-    started = len(letta_backend.stacks)
+    started = []  # what this path started (a prestarted server of another entry may boot meanwhile)
 
-    again = UpgradePath(letta_backend, first.from_version, first.to_version, fake_llm, tmp_path, name="seed_cache_again")
+    def start_server(version, **kwargs):
+        started.append(version)
+        return letta_backend.start_server(version, **kwargs)
+
+    again = UpgradePath(letta_backend, first.from_version, first.to_version, fake_llm, tmp_path,
+                        start_server=start_server, name="seed_cache_again")
     again.build()
 
-    assert len(letta_backend.stacks) == started, "a cached seeding started a Letta server"
+    assert started == [], "a cached seeding started a Letta server"
     assert "seedcache" in again.timings and "seed" not in again.timings
     assert again.agents == first.agents and again.history == first.history
     assert again.before == first.before and again.messages_before == first.messages_before

@@ -41,6 +41,12 @@ def cache_root(explicit: str | os.PathLike | None = None) -> Path:
     return root
 
 
+def install_complete(marker: Path, wanted: str) -> bool:
+    """Whether the install whose last step wrote ``wanted`` into ``marker`` is complete and is
+    the install wanted now (a half install, or one of another spec, has no such marker)."""
+    return marker.exists() and marker.read_text() == wanted
+
+
 @contextmanager
 def locked(path: Path, timeout: float = 1800) -> Iterator[None]:
     """Hold an inter-process lock named after ``path`` (installs can take minutes)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from .. import versions
-from ..cache import locked
+from ..cache import install_complete, locked
 from ..errors import ProvisioningError, redact
 from .. import progress
 
@@ -83,15 +83,11 @@ def _marker(version: str, cache: Path) -> tuple[Path, Path, str]:
                                                                 "exclude_newer": release.exclude_newer})
 
 
-def _current(marker: Path, wanted: str) -> bool:
-    return marker.exists() and marker.read_text() == wanted
-
-
 def server_installed(version: str, cache: Path) -> bool:
     """Whether ``ensure_server`` would return at once (a marker read, no lock): what the plugin
     checks before installing ahead. An unknown version is not installed (ensure_server says why)."""
     try:
-        return _current(*_marker(version, cache)[1:])
+        return install_complete(*_marker(version, cache)[1:])
     except ProvisioningError:
         return False
 
@@ -100,10 +96,10 @@ def ensure_server(version: str, cache: Path) -> ServerInstall:
     """Return the cached venv for ``version``, installing it first if needed."""
     release = versions.require_server_release(version, error=ProvisioningError)
     venv, marker, wanted = _marker(version, cache)
-    if _current(marker, wanted):
+    if install_complete(marker, wanted):
         return ServerInstall(version, venv, 0.0)
     with locked(venv):  # another process, or the plugin's install-ahead thread, may be installing it
-        if _current(marker, wanted):  # it finished it
+        if install_complete(marker, wanted):  # it finished it
             return ServerInstall(version, venv, 0.0)
         started = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)

@@ -29,7 +29,7 @@ from filelock import Timeout as LockTimeout
 from packaging.version import Version
 
 from .. import versions
-from ..cache import locked
+from ..cache import install_complete, locked
 from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
 from ..matrix.model import LettaCodeEntry, ServerEntry
 from .procs import child_setup
@@ -199,18 +199,18 @@ def letta_code_installed(version: str, cache: Path) -> bool:
     except ProvisioningError:
         return False
     node_ready = source != "npm" or _system_node() or _node_marker(cache).exists()
-    return node_ready and marker.exists() and marker.read_text() == wanted
+    return node_ready and install_complete(marker, wanted)
 
 
 def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> LettaCodeInstall:
     """The cached install of Letta Code ``version`` (exact), installing it first if needed."""
     root, source, spec, marker, wanted = _marker(version, cache)
     node_bin = ensure_node(cache) if source == "npm" else None
-    if marker.exists() and marker.read_text() == wanted:
+    if install_complete(marker, wanted):
         return LettaCodeInstall(version, root, source, 0.0, node_bin)
     try:
         with locked(root, timeout=timeout + 60):  # another process may be installing it
-            if marker.exists() and marker.read_text() == wanted:
+            if install_complete(marker, wanted):
                 return LettaCodeInstall(version, root, source, 0.0, node_bin)
             started = time.monotonic()
             shutil.rmtree(root, ignore_errors=True)

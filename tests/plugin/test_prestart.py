@@ -7,20 +7,17 @@ of real servers (0.11.3 and 0.16.2, cheap and in the cache): each inner run star
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from types import SimpleNamespace
 
 import pytest
 
-from pytest_letta_compat.cache import ENV_VAR as CACHE_ENV, cache_root
+from pytest_letta_compat.cache import cache_root
 from pytest_letta_compat.matrix.model import LettaCodeEntry, ServerEntry, UpgradeEntry
+from pytest_letta_compat.plugin.fixtures import cache_dir_option
 from pytest_letta_compat.plugin.prestart import server_sequence, versions_needed
 from pytest_letta_compat.provision.letta_code import LettaCodePair
-
-# the outer run's cache, found before tests/plugin/conftest.py hides $LETTA_COMPAT_CACHE and pytester moves $HOME
-_OUTER_CACHE = cache_root(os.environ.get(CACHE_ENV))
 
 A, B, C = (ServerEntry(v, "native") for v in ("0.11.3", "0.16.2", "0.16.8"))
 
@@ -78,17 +75,22 @@ def test_entry(letta_server, letta_server_entry, pytestconfig):
 """
 
 
-def _run(pytester: pytest.Pytester, pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch, hold: float,
+@pytest.fixture(scope="session")
+def outer_cache(pytestconfig: pytest.Config):
+    """The outer run's cache (its servers are installed there), resolved as the plugin does; a
+    session fixture, so it is read before tests/plugin/conftest.py hides $LETTA_COMPAT_CACHE."""
+    return cache_root(cache_dir_option(pytestconfig))
+
+
+def _run(pytester: pytest.Pytester, outer_cache, monkeypatch: pytest.MonkeyPatch, hold: float,
          *args: str) -> tuple[str, list[dict]]:
     pytester.makefile(".toml", matrix='[[server]]\nversion = "0.11.3"\n\n[[server]]\nversion = "0.16.2"\n')
     pytester.makepyfile(test_inner=INNER)
     records = pytester.path / "records.jsonl"
-    cache = cache_root(pytestconfig.getoption("--letta-cache-dir") or pytestconfig.getini("letta_cache_dir")
-                       or _OUTER_CACHE)
     monkeypatch.setenv("HOLD", str(hold))
     monkeypatch.setenv("RECORDS", str(records))
     # one token: pytest takes a path argument's directory into the rootdir (nodeids would start with tmp/...)
-    result = pytester.runpytest_subprocess("--letta-matrix", "matrix.toml", f"--letta-cache-dir={cache}",
+    result = pytester.runpytest_subprocess("--letta-matrix", "matrix.toml", f"--letta-cache-dir={outer_cache}",
                                            "-p", "no:cacheprovider", "-v", "--durations=0", *args, timeout=900)
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.OK, out[-6000:]
@@ -104,8 +106,8 @@ def _run(pytester: pytest.Pytester, pytestconfig: pytest.Config, monkeypatch: py
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the embedded PostgreSQL is Linux-only here")
-def test_the_second_entrys_server_is_healthy_before_the_first_entrys_test_ends(pytester, pytestconfig, monkeypatch):
-    out, (first, second) = _run(pytester, pytestconfig, monkeypatch, 300)
+def test_the_second_entrys_server_is_healthy_before_the_first_entrys_test_ends(pytester, outer_cache, monkeypatch):
+    out, (first, second) = _run(pytester, outer_cache, monkeypatch, 300)
     assert first["others_healthy"] == 1, out[-4000:]  # 0.16.2 got healthy while 0.11.3's test ran
     assert second["setup_s"] < 5, out[-4000:]  # it only took the server: no boot to wait for
     assert re.search(r"Letta 0\.16\.2 healthy [\d.]+ s after its start \(\S+; prestarted, ready before the setup "
@@ -116,8 +118,8 @@ def test_the_second_entrys_server_is_healthy_before_the_first_entrys_test_ends(p
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the embedded PostgreSQL is Linux-only here")
 @pytest.mark.parametrize("switch", [("--no-letta-prestart",), ("-o", "letta_prestart=false")], ids=["option", "ini"])
-def test_switched_off_the_second_server_starts_when_its_entry_begins(pytester, pytestconfig, monkeypatch, switch):
-    out, (first, second) = _run(pytester, pytestconfig, monkeypatch, 3, *switch)
+def test_switched_off_the_second_server_starts_when_its_entry_begins(pytester, outer_cache, monkeypatch, switch):
+    out, (first, second) = _run(pytester, outer_cache, monkeypatch, 3, *switch)
     assert first["others_healthy"] == 0, out[-4000:]  # 3 s into 0.11.3's test, no other server yet
     assert second["setup_s"] > 5, out[-4000:]  # its setup waited for the boot
     assert re.search(r"Letta 0\.16\.2 healthy [\d.]+ s after its start \(\S+; in the setup of "

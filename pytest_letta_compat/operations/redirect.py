@@ -21,8 +21,10 @@ _ENDPOINTS = (("agents", "llm_config", "model_endpoint", "model_endpoint_type"),
               ("sources", "embedding_config", "embedding_endpoint", "embedding_endpoint_type"))
 
 
-def shown_url(url: str) -> str:
-    """An endpoint as it may be printed: user info and query strings dropped."""
+def _shown_endpoint(url: str) -> str:
+    """A stored endpoint as it may be printed: its user info masked and its query dropped, whole
+    (an operator's endpoint may carry a key there that no one registered as a secret, which
+    rest.client.shown_url, masking registered secrets and URL passwords, would leave)."""
     return re.sub(r"//[^/@]*@", "//***@", url.split("?")[0])
 
 
@@ -52,7 +54,7 @@ def redirect_to_fake_llm(conn: psycopg.Connection, fake: FakeLLM) -> list[str]:
                 t=sql.Identifier(table), c=sql.Identifier(col), e=sql.Literal(endpoint), f=sql.Literal(base_url),
                 k=sql.Literal(kind), ty=sql.SQL(ctype)))
             for shown, endpoint_type, count in rows:
-                done.append(f"{table}.{col}: {count} x {shown_url(shown)} ({endpoint_type}) -> the fake LLM")
+                done.append(f"{table}.{col}: {count} x {_shown_endpoint(shown)} ({endpoint_type}) -> the fake LLM")
         # a provider without a base URL uses its vendor's default: it points at the fake LLM too;
         # an MCP server without a URL (stdio) stays without one
         for table, keys, url_column, target, even_unset, what in (

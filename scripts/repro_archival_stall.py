@@ -19,7 +19,12 @@ PostgreSQL with their fd numbers and queues, the fds its epoll instances watch (
 /proc/<pid>/fdinfo; read inside the container with `docker exec` on the docker backend), `ss`
 in the server's network namespace, and pg_stat_activity. It goes to <workdir>/run-<n>/.
 
-Progress goes to stderr. Heavy: wrap it in `flock /tmp/letta-heavy.lock` on a shared machine.
+Progress goes to stderr. Variants (one difference at a time, native backend; docs/internals.md has the table):
+--llm-keep-alive (the fake LLM keeps connections alive, as a real endpoint does: the stall's
+trigger), --no-redis, --sslmode prefer (the DSN without our sslmode=disable, as the docker
+backend passes it), --letta-env KEY=VALUE (e.g. LETTA_DISABLE_SQLALCHEMY_POOLING=false).
+
+Heavy: wrap it in `flock /tmp/letta-heavy.lock` on a shared machine.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pytest_letta_compat.backends import make_backend  # noqa: E402
 from pytest_letta_compat.cache import cache_root  # noqa: E402
 from pytest_letta_compat.matrix.model import PostgresSpec  # noqa: E402
+from pytest_letta_compat.provision import server as server_process  # noqa: E402
 from pytest_letta_compat.provision.fake_llm import FakeLLM  # noqa: E402
 from pytest_letta_compat.rest.agents import create_agent, send_message  # noqa: E402
 
@@ -244,6 +250,27 @@ def one_run(args, n: int, llm: FakeLLM, workdir: Path) -> dict:
     return row
 
 
+def apply_variant(args) -> None:
+    """Change one thing in how the native backend runs Letta (the bisect of issue #26)."""
+    extra = dict(kv.split("=", 1) for kv in args.letta_env)
+    if not (extra or args.no_redis or args.sslmode != "disable"):
+        return
+    if args.backend != "native":
+        raise SystemExit("--no-redis, --sslmode and --letta-env change the native backend only")
+    base = server_process.LettaServerProcess._env
+
+    def env(self) -> dict[str, str]:
+        out = base(self)
+        if args.no_redis:
+            out.pop("LETTA_REDIS_HOST", None)
+            out.pop("LETTA_REDIS_PORT", None)
+        if args.sslmode == "prefer":
+            out["LETTA_PG_URI"] = out["LETTA_PG_URI"].replace("?sslmode=disable", "").replace("&sslmode=disable", "")
+        return {**out, **extra}
+
+    server_process.LettaServerProcess._env = env
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", choices=["docker", "native"], default="docker")
@@ -259,21 +286,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evidence-after", type=float, default=20,
                     help="take evidence of a request pending this long (default 20 s)")
     ap.add_argument("--no-evidence", dest="evidence", action="store_false")
+    ap.add_argument("--llm-keep-alive", action="store_true",
+                    help="the fake LLM keeps connections alive (a real endpoint does; our default closes them)")
+    ap.add_argument("--no-redis", action="store_true", help="start Letta without Redis (native)")
+    ap.add_argument("--sslmode", choices=["disable", "prefer"], default="disable",
+                    help="prefer: the DSN without our sslmode=disable, as the docker backend passes it (native)")
+    ap.add_argument("--letta-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more environment variable for Letta (native), e.g. LETTA_DISABLE_SQLALCHEMY_POOLING=false")
     args = ap.parse_args(argv)
+    apply_variant(args)
     if args.backend == "docker" and not shutil.which("nsenter"):
         log("nsenter is missing: the evidence will lack ss output")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="repro-archival-"))
     workdir.mkdir(parents=True, exist_ok=True)
     log(f"logs and evidence in {workdir}")
     rows = []
-    with FakeLLM(log_path=workdir / "fake-llm.log") as llm:
+    with FakeLLM(log_path=workdir / "fake-llm.log", keep_alive=args.llm_keep_alive) as llm:
         for n in range(1, args.runs + 1):
             row = one_run(args, n, llm, workdir)
             rows.append(row)
             print(json.dumps(row), flush=True)
     stalls = [r for r in rows if "stall" in r["status"]]
     stalled_s = [r["message_s"] if r["status"].startswith("stall") else r["archival_s"] for r in stalls]
-    summary = {"summary": True, "backend": args.backend, "version": args.version, "runs": len(rows),
+    variant = {"llm_keep_alive": args.llm_keep_alive, "no_redis": args.no_redis, "sslmode": args.sslmode,
+               "letta_env": args.letta_env}
+    summary = {"summary": True, "backend": args.backend, "version": args.version, "variant": variant, "runs": len(rows),
                "stalls": len(stalls), "ok": sum(r["status"] == "ok" for r in rows),
                "failed_setup": sum(r["status"] == "error-setup" for r in rows),
                "stall_s_median": round(statistics.median(stalled_s), 2) if stalled_s else None,

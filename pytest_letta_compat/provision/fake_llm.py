@@ -41,8 +41,15 @@ class FakeLLM:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-gpt",
                  embedding_model: str = "fake-embedding", embedding_dim: int = 1536,
-                 log_path: str | os.PathLike | None = None, context_window: int = 128000):
+                 log_path: str | os.PathLike | None = None, context_window: int = 128000,
+                 keep_alive: bool = False):
         self.host, self.port = host, port
+        # Off: every answer says "Connection: close" and the socket is closed after it. Letta opens a
+        # new OpenAI client per call and never closes it; a kept-alive connection of such a client
+        # is torn down later by the garbage collector in an order that can remove a reused file
+        # descriptor from Letta's event loop (docs/internals.md, "Known Letta bug"). On: HTTP/1.1
+        # keep-alive, as a real endpoint does, to reproduce that stall.
+        self.keep_alive = keep_alive
         self.model, self.embedding_model = model, embedding_model
         self.embedding_dim, self.context_window = embedding_dim, context_window
         self.log_path = os.fspath(log_path) if log_path is not None else None
@@ -344,7 +351,7 @@ def _split(s: str, parts: int = 3) -> list[str]:
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive; every non-stream reply carries Content-Length
+    protocol_version = "HTTP/1.1"  # every non-stream reply carries Content-Length
     server_version = "fake-llm/1.0"
 
     @property
@@ -360,6 +367,12 @@ class _Handler(BaseHTTPRequestHandler):
         with self.fake._lock:
             self.fake._conns.discard(self.connection)
         super().finish()
+
+    def end_headers(self) -> None:
+        if not self.fake.keep_alive:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        super().end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
         self.fake._log(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {format % args}")

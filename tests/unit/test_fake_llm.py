@@ -264,7 +264,7 @@ def test_cli_prints_url_serves_and_exits_on_sigterm():
 
 
 def test_stop_releases_port_and_idle_connections():
-    fake = FakeLLM().start()
+    fake = FakeLLM(keep_alive=True).start()
     with httpx.Client() as keepalive:  # holds an idle keep-alive connection open across stop()
         assert keepalive.get(f"{fake.base_url}/models").status_code == 200
         fake.stop()
@@ -273,3 +273,33 @@ def test_stop_releases_port_and_idle_connections():
         assert done.wait(5)  # stop() is idempotent and does not hang
         with pytest.raises(httpx.TransportError):
             keepalive.get(f"{fake.base_url}/models")
+
+
+def test_every_answer_closes_its_connection_unless_keep_alive_is_asked(fake):
+    """Letta drops its OpenAI clients without closing them; an idle kept-alive connection of one is
+    what makes its next database connect stall for 60 s (tests/tools/test_stall_cause.py)."""
+    import socket
+
+    for url, closes in ((fake.url, True), (None, False)):
+        server = None
+        if url is None:
+            server = FakeLLM(keep_alive=True).start()
+            url = server.url
+        try:
+            host, port = url.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+                s.settimeout(1.0)
+                data = b""
+                try:
+                    while chunk := s.recv(65536):
+                        data += chunk
+                    ended = True  # the server closed the connection
+                except TimeoutError:
+                    ended = False
+            assert (b"Connection: close" in data) is closes
+            assert ended is closes
+            assert data.startswith(b"HTTP/1.1 200")
+        finally:
+            if server is not None:
+                server.stop()

@@ -8,9 +8,10 @@ from typing import Any
 
 import httpx
 
-# Letta 0.16.2 (once seen on 0.16.8) can hang one request for asyncpg's 60 s connect timeout around an
-# agent's first archival insert, then answer 500: a bug inside the Letta process (docs/internals.md,
-# "Known Letta bug"). A 5xx that took this long is that stall.
+# Letta (any release) can hang one request for asyncpg's 60 s connect timeout, then answer 500, when
+# the garbage collector tears down a dropped OpenAI client's kept-alive connection at the wrong
+# moment (docs/internals.md, "Known Letta bug"). Our fake LLM closes its connections, which takes
+# the cause away; this retry stays as the last resort. A 5xx that took this long is that stall.
 KNOWN_STALL_S = 50.0
 
 

@@ -33,6 +33,14 @@ class ProvisioningError(LettaCompatError):
     """Something the matrix needs could not be installed or started."""
 
 
+class StoppedDuringStart(ProvisioningError):
+    """A process or container ended before it was ready; the message carries its log's last lines."""
+
+
+class StartTimedOut(ProvisioningError):
+    """Waiting for something to become ready ran out of time while it was still running."""
+
+
 def register_secret(value: str | None) -> None:
     """Remember a secret so that ``redact`` masks it wherever it shows up."""
     if value and len(value) >= 4:

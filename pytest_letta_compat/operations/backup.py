@@ -235,7 +235,7 @@ def _export(api: LettaAPI, agent: dict) -> tuple[dict, str | None]:
     try:
         return api.export_agent(agent["id"]), None
     except LettaAPIError as exc:
-        if exc.status != 500 or "invalid characters" not in str(exc):
+        if exc.kind != LettaAPIError.NAME_REFUSED:
             raise
     temporary = safe_name(agent["name"], agent["id"])
     api.rename_agent(agent["id"], temporary)

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..errors import LettaCompatError, ProvisioningError, redact
+from ..errors import LettaCompatError, ProvisioningError, StartTimedOut, StoppedDuringStart, redact
 
 _PR_SET_PDEATHSIG = 1
 _live: dict["ManagedProcess", None] = {}  # insertion-ordered
@@ -194,14 +194,14 @@ def wait_until(
         if process is not None and not process.running():
             code = process.popen.returncode if process.popen else None
             process.wait_for_output()
-            raise ProvisioningError(
+            raise StoppedDuringStart(
                 f"{process.name} exited with code {code} {time.monotonic() - start:.1f} s into waiting for "
                 f"{what}. Last lines of its log ({process.log_path}):\n{process.log_tail(40)}"
             )
         if time.monotonic() - start > timeout:
             last = f" The last probe failed with: {type(last_error).__name__}: {last_error}." if last_error else ""
             tail = f" Last lines of its log ({process.log_path}):\n{process.log_tail(40)}" if process else ""
-            raise ProvisioningError(f"Timed out after {timeout:.0f} s waiting for {what}.{last}{tail}")
+            raise StartTimedOut(f"Timed out after {timeout:.0f} s waiting for {what}.{last}{tail}")
         time.sleep(interval)
 
 

@@ -21,11 +21,15 @@ _ALL_STEPS = 1_000_000_000
 
 
 class LettaAPIError(LettaCompatError):
-    """A Letta server answered with an error (or not at all)."""
+    """A Letta server answered with an error (or not at all). ``kind`` names the errors a caller
+    acts on, so that callers branch on it, not on Letta's words."""
 
-    def __init__(self, message: str, status: int | None = None):
+    NAME_REFUSED = "name_refused"  # 0.13+ refuses to export an agent whose name has "/" and the like
+
+    def __init__(self, message: str, status: int | None = None, kind: str | None = None):
         super().__init__(message)
         self.status = status
+        self.kind = kind
 
 
 def check_url(url: str) -> str:
@@ -159,8 +163,14 @@ class LettaAPI:
         self.request("DELETE", f"/v1/agents/{agent_id}")
 
     def export_agent(self, agent_id: str) -> dict:
-        """Legacy ``AgentSchema`` on 0.11.x, ``AgentFileSchema`` on 0.12+."""
-        return self.get(f"/v1/agents/{agent_id}/export", max_steps=_ALL_STEPS)
+        """Legacy ``AgentSchema`` on 0.11.x, ``AgentFileSchema`` on 0.12+; a name the server
+        refuses to export is a ``LettaAPIError`` of kind ``NAME_REFUSED``."""
+        try:
+            return self.get(f"/v1/agents/{agent_id}/export", max_steps=_ALL_STEPS)
+        except LettaAPIError as exc:
+            if exc.status == 500 and "invalid characters" in str(exc):  # Letta's only sign of it
+                raise LettaAPIError(str(exc), exc.status, LettaAPIError.NAME_REFUSED) from None
+            raise
 
     def messages(self, agent_id: str) -> list[dict]:
         """The agent's whole history as typed messages, oldest first, every page.

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from pytest_letta_compat.errors import ProvisioningError
+from pytest_letta_compat.errors import StartTimedOut, StoppedDuringStart
 from pytest_letta_compat.provision.procs import ManagedProcess, wait_until
 
 
@@ -22,7 +22,7 @@ def _process(tmp_path, script: str) -> ManagedProcess:
 def test_a_process_that_exits_ends_the_wait_with_its_exit_code_and_last_lines(tmp_path):
     proc = _process(tmp_path, "import sys; print('FATAL: cannot reach the database', flush=True); sys.exit(3)")
     started = time.monotonic()
-    with pytest.raises(ProvisioningError) as failed:
+    with pytest.raises(StoppedDuringStart) as failed:
         wait_until("the child to answer", lambda: httpx.get("http://127.0.0.1:9/", timeout=0.2).status_code == 200,
                    timeout=600, process=proc, interval=0.05)
     message = str(failed.value)
@@ -37,9 +37,9 @@ def test_a_probe_raising_our_own_error_ends_the_wait_at_once(tmp_path):
 
     def probe() -> bool:
         calls.append(1)
-        raise ProvisioningError("The Letta container exited with code 1 before it became healthy.")
+        raise StoppedDuringStart("The Letta container exited with code 1 before it became healthy.")
 
-    with pytest.raises(ProvisioningError, match="exited with code 1"):
+    with pytest.raises(StoppedDuringStart, match="exited with code 1"):
         wait_until("a container", probe, timeout=600, interval=0.01)
     assert len(calls) == 1
 
@@ -59,7 +59,7 @@ def test_connection_errors_mean_not_yet_and_are_named_on_timeout():
     def refused() -> bool:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    with pytest.raises(ProvisioningError, match=r"Timed out after 0 s waiting for a port\. The last probe failed "
+    with pytest.raises(StartTimedOut, match=r"Timed out after 0 s waiting for a port\. The last probe failed "
                                                 r"with: ConnectionRefusedError"):
         wait_until("a port", refused, timeout=0.1, interval=0.01)
 

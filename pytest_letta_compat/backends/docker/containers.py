@@ -22,7 +22,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 import psycopg  # noqa: E402
 
-from ...errors import ProvisioningError, redact, register_secret  # noqa: E402
+from ...errors import ProvisioningError, StartTimedOut, StoppedDuringStart, redact, register_secret  # noqa: E402
 from ...postgres.cluster import PostgresCluster  # noqa: E402
 from ...provision.procs import log_stamp, wait_until  # noqa: E402
 
@@ -209,17 +209,15 @@ class ContainerPostgres(PostgresCluster):
         def ready() -> bool:
             self.container.reload()
             if self.container.status != "running":
-                raise ProvisioningError(f"PostgreSQL container ({self.image}) stopped during start. Last "
+                raise StoppedDuringStart(f"PostgreSQL container ({self.image}) stopped during start. Last "
                                         f"lines of its log ({self.log_path}):\n{self._log.tail(30)}")
             return self._accepts_connections()
 
         try:
             wait_until(f"PostgreSQL ({self.image}) to accept connections on 127.0.0.1:{self.port}", ready,
                        timeout=self.start_timeout)
-        except ProvisioningError as exc:
-            if "stopped during start" in str(exc):
-                raise
-            raise ProvisioningError(f"{exc} Last lines of its log:\n{self._log.tail(30)}") from None
+        except StartTimedOut as exc:
+            raise StartTimedOut(f"{exc} Last lines of its log:\n{self._log.tail(30)}") from None
         self.create_letta_role()
         self.started_in = time.monotonic() - started
         return self

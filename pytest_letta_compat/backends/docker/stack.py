@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import psycopg
 
-from ...errors import ProvisioningError
+from ...errors import StartTimedOut, StoppedDuringStart
 from ...provision.procs import wait_until
 from ..base import LettaStack
 from .containers import ContainerLog, host_port
@@ -58,7 +58,7 @@ class DockerStack(LettaStack):
         def healthy() -> bool:
             if not self.running():
                 code = self.container.attrs.get("State", {}).get("ExitCode")
-                raise ProvisioningError(
+                raise StoppedDuringStart(
                     f"The Letta {self.version} container ({self.image}) exited with code {code} before it "
                     f"became healthy. Last lines of its log ({self.log_path}):\n{self.log_tail(40)}")
             return httpx.get(f"{self.url}/v1/health/", timeout=5).status_code == 200
@@ -66,10 +66,8 @@ class DockerStack(LettaStack):
         try:
             self.started_in = wait_until(f"Letta {self.version} ({self.image}) to report healthy on "
                                          f"{self.url}/v1/health/", healthy, timeout=timeout, interval=0.5)
-        except ProvisioningError as exc:
-            if "exited with code" in str(exc):
-                raise
-            raise ProvisioningError(f"{exc} Last lines of its log ({self.log_path}):\n{self.log_tail(40)}") from None
+        except StartTimedOut as exc:
+            raise StartTimedOut(f"{exc} Last lines of its log ({self.log_path}):\n{self.log_tail(40)}") from None
         return self.started_in
 
     def stop(self) -> None:

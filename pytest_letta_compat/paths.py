@@ -1,14 +1,19 @@
-"""Checks on the paths a user gives us to write to, made before any work starts.
+"""The paths we write: checks made before any work starts, and writes that are atomic.
 
 A run that would only fail at its very end (a report path under ``/proc``, a backup into a
 file) is refused up front, with one line naming the path and what is allowed. Nothing is
-left behind by a check: at most a probe directory is created and removed again.
+left behind by a check: at most a probe directory is created and removed again. Whatever we
+write (a backup's files, a template's dump, a moved agent) appears whole under its real name
+or not at all (``atomic_path``, ``write_text_atomic``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import LettaCompatError
@@ -63,3 +68,37 @@ def new_directory(path: str | os.PathLike, what: str,
         return path
     _check_creatable(path, what, allowed)
     return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A sibling of ``path`` (this process's own) to produce a file or directory in; it takes
+    ``path``'s place when the block ends without an error, and is removed if it raises, so a
+    crash never leaves half of it under the real name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    _remove(partial)
+    try:
+        yield partial
+        if partial.is_dir() and path.is_dir():
+            shutil.rmtree(path)  # a directory cannot replace a non-empty one
+        partial.replace(path)
+    finally:
+        if partial.exists() or partial.is_symlink():
+            _remove(partial)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, mode: int | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically; ``mode`` (say 0o600) from the first byte."""
+    with atomic_path(path) as partial:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)

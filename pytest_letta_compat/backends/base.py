@@ -9,7 +9,6 @@ plugin and the CLI use only what is declared here.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +21,7 @@ import psycopg
 from .. import versions
 from ..cache import locked
 from ..errors import ProvisioningError
+from ..paths import atomic_path
 from ..matrix.model import PostgresSpec
 from ..postgres.cluster import PostgresCluster
 
@@ -173,10 +173,8 @@ class LettaBackend(ABC):
                     server.create_database(name)
                     self.timings[f"migrate_{version}"] = self.migrate(name, version)
                     with locked(dump):
-                        partial = dump.with_suffix(f".{os.getpid()}.partial")
-                        dump.parent.mkdir(parents=True, exist_ok=True)
-                        server.dump_database(name, partial)
-                        partial.replace(dump)  # atomic: readers never see half a dump
+                        with atomic_path(dump) as partial:  # readers never see half a dump
+                            server.dump_database(name, partial)
                 server.mark_template(name)
                 self._templates[version] = name
             return self._templates[version]

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LettaCompatError
-from ..paths import new_directory
+from ..paths import new_directory, write_text_atomic
 from ..postgres.client import connect, dsn_params, pg_dump
 from ..schema.inspect import alembic_revision
 from .agentfile import agent_of, is_agent_file, is_legacy, role_counts
+from ..rest.agents import blocks_of
 from ..rest.client import LettaAPI, LettaAPIError
 
 MANIFEST = "manifest.json"
@@ -91,10 +92,7 @@ def sha256_of(path: Path) -> str:
 
 def write_json(path: Path, data: Any) -> str:
     """Write atomically (a crash never leaves half a file under the real name); sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    partial.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
     return sha256_of(path)
 
 
@@ -245,10 +243,6 @@ def _export(api: LettaAPI, agent: dict) -> tuple[dict, str | None]:
         api.rename_agent(agent["id"], agent["name"])
 
 
-def _blocks_of(state: dict) -> list[dict]:
-    return (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
-
-
 def _backup_agent(api: LettaAPI, out: Path, listed: dict) -> AgentRecord:
     state = api.agent(listed["id"])
     export, export_name = _export(api, state)
@@ -259,7 +253,7 @@ def _backup_agent(api: LettaAPI, out: Path, listed: dict) -> AgentRecord:
     counts = role_counts(history)
     return AgentRecord(
         id=state["id"], name=state["name"], format="legacy" if is_legacy(export) else "agentfile",
-        messages=sum(counts.values()), messages_by_role=counts, blocks=len(_blocks_of(state)),
+        messages=sum(counts.values()), messages_by_role=counts, blocks=len(blocks_of(state)),
         tools=len(state.get("tools") or []), in_context_ids=list(state.get("message_ids") or []),
         files=files, export_name=export_name)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LettaCompatError
+from ..paths import write_text_atomic
 
 TRANSCRIPT_MANIFEST = {"schema_version": 2, "message_format": "pi-session-entry-jsonl", "provider_stack": "pi-ai"}
 DEFAULT_CONVERSATION = "default"
@@ -121,10 +122,6 @@ def agent_record(state: dict, agent_id: str, model: str) -> dict:
 
 
 # -- memory ---------------------------------------------------------------------------------
-def blocks_of(state: dict) -> list[dict]:
-    return (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
-
-
 def memory_path(label: str) -> str:
     """``system/<label>.md``; a label that is no safe file name is made one."""
     safe = _LABEL_UNSAFE.sub("_", label).strip("._") or "block"
@@ -368,13 +365,6 @@ def transcript_lines(agent_id: str, messages: list[dict], created_at: str, cwd: 
     return lines
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-
-
 def write_agent(storage: Path, record: dict, history: ConvertedHistory, files: dict[str, str],
                 created_ms: int) -> None:
     """Write one agent. The agent record comes last: until it exists Letta Code does not see
@@ -387,13 +377,13 @@ def write_agent(storage: Path, record: dict, history: ConvertedHistory, files: d
     shutil.rmtree(mem, ignore_errors=True)
     created = _iso(created_ms)
     last_ms = max([m["timestamp"] for m in history.messages] or [created_ms])
-    _write(conv / "manifest.json", json.dumps({**TRANSCRIPT_MANIFEST, "created_at": created}, indent=2) + "\n")
-    _write(conv / "messages.jsonl",
+    write_text_atomic(conv / "manifest.json", json.dumps({**TRANSCRIPT_MANIFEST, "created_at": created}, indent=2) + "\n")
+    write_text_atomic(conv / "messages.jsonl",
            "\n".join(transcript_lines(agent_id, history.messages, created, str(storage))) + "\n")
-    _write(conv / "conversation.json", json.dumps({
+    write_text_atomic(conv / "conversation.json", json.dumps({
         "id": DEFAULT_CONVERSATION, "agent_id": agent_id, "archived": False, "archived_at": None,
         "created_at": created, "updated_at": _iso(last_ms),
         "last_message_at": _iso(last_ms) if history.messages else None, "summary": None,
         "in_context_message_ids": history.in_context_ids}, indent=2, ensure_ascii=False) + "\n")
     commit_memory(mem, agent_id, files, created_ms)
-    _write(agent_record_path(storage, agent_id), json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(agent_record_path(storage, agent_id), json.dumps(record, indent=2, ensure_ascii=False) + "\n")

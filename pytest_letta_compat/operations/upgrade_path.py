@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import secrets
 import shutil
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from ..backends.base import LettaBackend, LettaStack
 from ..cache import locked
+from ..paths import atomic_path
 from ..provision.fake_llm import FakeLLM
 from ..provision.procs import free_port
 from ..rest.agents import create_agent, insert_passage, send_message
@@ -169,14 +169,11 @@ class UpgradePath:
 
     def _keep_seed(self, cached: Path) -> None:
         """Keep what ``_seed`` made for later runs: the database's dump, the backup, the ids."""
-        partial = cached.with_name(f"{cached.name}.{os.getpid()}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True, mode=0o700)
-        self.backend.database_server().dump_database(self.seeded, partial / SEED_DUMP)
-        shutil.copytree(self.backup_dir, partial / "backup")
-        (partial / SEED_FACTS).write_text(json.dumps({"agents": self.agents, "history": self.history}))
-        shutil.rmtree(cached, ignore_errors=True)
-        partial.replace(cached)  # atomic: a reader sees all of it or nothing
+        with atomic_path(cached) as partial:  # a reader sees all of it or nothing
+            partial.mkdir(mode=0o700)
+            self.backend.database_server().dump_database(self.seeded, partial / SEED_DUMP)
+            shutil.copytree(self.backup_dir, partial / "backup")
+            (partial / SEED_FACTS).write_text(json.dumps({"agents": self.agents, "history": self.history}))
 
     def _restore_seed(self, cached: Path) -> None:
         """``seeded`` and the backup as an earlier run's ``_seed`` left them, pointed at this

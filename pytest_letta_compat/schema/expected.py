@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import versions
 from ..cache import locked
 from ..errors import ProvisioningError, redact
+from ..paths import atomic_path
 from ..provision.install import ensure_server
 
 DUMP_SCRIPT = Path(__file__).with_name("dump_orm_schema.py")
@@ -50,8 +51,7 @@ def _orm_dump(version: str, cache: Path) -> dict:
 
 
 def _run_dump(python: Path, script: str, target: Path) -> None:
-    partial = target.with_suffix(f".{os.getpid()}.partial")
-    with tempfile.TemporaryDirectory(prefix="letta-compat-orm-") as home:
+    with atomic_path(target) as partial, tempfile.TemporaryDirectory(prefix="letta-compat-orm-") as home:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": home, "LC_ALL": "C.UTF-8",
                "LETTA_PG_URI": _PLACEHOLDER_URI}
         try:
@@ -60,8 +60,6 @@ def _run_dump(python: Path, script: str, target: Path) -> None:
                                   capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
             raise ProvisioningError(f"Reading the ORM schema with {python} took longer than 300 s.") from None
-    if proc.returncode != 0:
-        tail = "\n".join(redact(proc.stderr or proc.stdout).strip().splitlines()[-10:])
-        partial.unlink(missing_ok=True)
-        raise ProvisioningError(f"Reading the ORM schema with {python} failed (exit {proc.returncode}):\n{tail}")
-    partial.replace(target)  # atomic: readers never see half a dump
+        if proc.returncode != 0:
+            tail = "\n".join(redact(proc.stderr or proc.stdout).strip().splitlines()[-10:])
+            raise ProvisioningError(f"Reading the ORM schema with {python} failed (exit {proc.returncode}):\n{tail}")

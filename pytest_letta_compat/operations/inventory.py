@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ..rest.agents import blocks_of
 from ..rest.client import LettaAPI, LettaAPIError
 
 PLACEHOLDER = "<encrypted>"  # what Letta 0.16.x returns for a secret it does not read
@@ -176,8 +177,7 @@ def api_inventory(api: LettaAPI, base: Inventory) -> Inventory:
             agents[agent_id] = facts
             continue
         facts.name = state["name"]
-        blocks = (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
-        facts.blocks = {b["label"]: (len(b.get("value") or ""), digest(b.get("value") or "")) for b in blocks}
+        facts.blocks = {b["label"]: (len(b.get("value") or ""), digest(b.get("value") or "")) for b in blocks_of(state)}
         facts.tools = sorted(t["name"] for t in state.get("tools") or [])
         for var in state.get("tool_exec_environment_variables") or []:
             facts.env_vars[var["key"]] = Secret.of(var.get("value"))

@@ -40,6 +40,7 @@ from ..errors import LettaCompatError, redact
 from ..provision.alembic import backfill_notes, encryption_key_from, upgrade_to_release
 from ..provision.fake_llm import FakeLLM
 from ..provision.install import ensure_migration_scripts
+from ..rest.agents import blocks_of
 from ..rest.client import LettaAPI, LettaAPIError
 from ..postgres.client import pg_dump, run_pg_tool, shown_dsn
 from ..report.rehearsal import PATHS, path_problems, to_html as rehearsal_html
@@ -645,8 +646,7 @@ class Rehearsal:
                     state = api.find_agent(agent["id"]) or {}
             except LettaAPIError:
                 state = {}
-            blocks = (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
-            return {b["label"] for b in blocks}, {t["name"] for t in state.get("tools") or []}
+            return {b["label"] for b in blocks_of(state)}, {t["name"] for t in state.get("tools") or []}
 
         before, agent_type = stored()
         shape_before = shape()

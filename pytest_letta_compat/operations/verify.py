@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .agentfile import MARKER, role_counts
 from .backup import AgentRecord, read_agent, read_manifest
+from ..rest.agents import blocks_of
 from ..rest.client import LettaAPI
 from .restore import STATE_FILE, RestoreState
 
@@ -63,8 +64,7 @@ class VerifyReport:
 
 
 def _blocks(state: dict) -> dict[str, str]:
-    blocks = (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
-    return {b["label"]: b["value"] for b in blocks}
+    return {b["label"]: b["value"] for b in blocks_of(state)}
 
 
 def _tools(state: dict) -> list[str]:

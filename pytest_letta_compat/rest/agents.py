@@ -69,6 +69,11 @@ def insert_passage(client: httpx.Client, agent_id: str, text: str) -> None:
     resp.raise_for_status()
 
 
+def blocks_of(state: dict) -> list[dict]:
+    """An agent state's memory blocks: under ``memory`` on every release, at the top on some."""
+    return (state.get("memory") or {}).get("blocks") or state.get("blocks") or []
+
+
 def assistant_texts(response: dict) -> list[str]:
     """The assistant's replies in a send-message response, across response formats."""
     texts = []

@@ -58,7 +58,9 @@ SUMMARY = re.compile(r"^=*\s*(\d+ (?:passed|failed|error).*) in [\d.]+s")
 def suite_command(matrix: Path, backend: str | None, workers: int, cache: Path | None, workdir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "pytest", str(workdir / "tests"), "--letta-matrix", str(matrix), "--letta-suite",
            "-p", "no:cacheprovider", "--durations=0", "--durations-min=0", "-q", "-rN",
-           "--basetemp", str(workdir / "basetemp"), "-n", str(workers)]
+           "--basetemp", str(workdir / "basetemp")]
+    if workers:  # only then is pytest-xdist needed: without it, "-n" is a usage error (exit 4)
+        cmd += ["-n", str(workers)]
     if backend:
         cmd += ["--letta-backend", backend]
     if cache is not None:
@@ -147,7 +149,18 @@ def run_once(matrix: Path, shown_matrix: str, backend: str | None, workers: int,
         "template_clone_s": found.get("copies", {}).get("median_s"), "database_copies": found.get("copies"),
         "entries": found["entries"], "machine": {**conditions, "load_after": machine()["load_before"]},
     }
+    if proc.returncode not in (0, 1):  # pytest itself stopped (usage, collection, internal): say why, not nulls
+        result["error"] = pytest_error(proc)
+        print(f"bench_suite: pytest exited {proc.returncode}: {result['error']}", file=sys.stderr)
     return result, proc.stdout + proc.stderr
+
+
+def pytest_error(proc: subprocess.CompletedProcess) -> str:
+    """The lines in which pytest said why it stopped (its usage errors go to stderr)."""
+    lines = [line.strip() for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith(("ERROR", "E ", "pytest: error", "error:"))
+            or "error:" in line]
+    return " | ".join((said or lines)[-5:]) or f"no output (exit {proc.returncode})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,11 @@
 """Hypothesis runs derandomized under CI (CI=true): the same examples on every run, so a red CI
-names a real regression, never a new random draw; locally it keeps exploring."""
+names a real regression, never a new random draw; locally it keeps exploring. A run that
+changes the package's shipped data (pytest_letta_compat/data/) fails: only the scripts in
+scripts/ write it."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -17,6 +20,31 @@ except ImportError:  # the main job installs no test extra; those modules skip t
 if settings is not None:
     settings.register_profile("ci", derandomize=True, print_blob=True)
     settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+SHIPPED_DATA = Path(__file__).resolve().parents[1] / "pytest_letta_compat" / "data"
+_shipped_before: dict[str, str] = {}
+
+
+def _shipped_digests() -> dict[str, str]:
+    return {str(p.relative_to(SHIPPED_DATA)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(SHIPPED_DATA.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+
+
+def pytest_sessionstart(session):
+    _shipped_before.update(_shipped_digests())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    after = _shipped_digests()
+    changed = sorted(k for k in set(after) | set(_shipped_before) if after.get(k) != _shipped_before.get(k))
+    if changed:
+        writer = session.config.get_terminal_writer()
+        writer.line()
+        writer.line(
+            f"ERROR: this run changed the package's shipped data ({', '.join(changed)}); tests never write "
+            "pytest_letta_compat/data/, the scripts in scripts/ do", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def _git(repo: Path, *args: str) -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import LettaCompatError, register_secret
+from ..paths import write_text_atomic
+from ..rest.agents import blocks_of
 from . import local_layout as layout
 
 PROVEN_FILE = Path(__file__).resolve().parents[1] / "data" / "local_backend_proven.json"
@@ -40,10 +42,11 @@ def proven_versions(path: Path = PROVEN_FILE) -> dict[str, dict]:
 
 
 def record_proven(version: str, facts: dict, path: Path = PROVEN_FILE) -> None:
-    """Add (or refresh) ``version`` in the proven list; called by the proving tests only."""
+    """Add (or refresh) ``version`` in the proven list; scripts/record_local_backend_proven.py alone calls it."""
     data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     data.setdefault("about", "Letta Code releases whose local backend layout letta-compat move-to-local writes, "
-                             "each proven by tests/tools/test_move_to_local.py with real runs.")
+                             "each proven by tests/tools/test_move_to_local.py with real runs "
+                             "(recorded by scripts/record_local_backend_proven.py).")
     data.setdefault("versions", {})[version] = facts
     data["versions"] = dict(sorted(data["versions"].items(), key=lambda kv: [int(x) for x in kv[0].split(".")]))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,7 +284,7 @@ def _plan(agent: SourceAgent, model: str | None) -> tuple[dict, layout.Converted
     local_id = layout.local_agent_id(state["id"])
     handle, how = layout.map_model(state.get("llm_config"), model)
     history = layout.convert_history(agent.history, state, local_id, handle)
-    files = layout.memory_files(layout.blocks_of(state))
+    files = layout.memory_files(blocks_of(state))
     return layout.agent_record(state, local_id, handle), history, files, how
 
 
@@ -344,11 +347,7 @@ def move_to_local(*, letta_code: str, storage_dir: Path, url: str | None = None,
 
 def _write_private(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = path.with_name(path.name + ".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, ensure_ascii=False)
-    partial.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False), mode=0o600)
 
 
 def _record_move(storage: Path, local_id: str, state: dict, source: str, version: str, letta_code: str) -> None:

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from pytest_letta_compat.operations.rehearse import path_problems
+from pytest_letta_compat.report.rehearsal import path_problems
 
 pytestmark = pytest.mark.letta_check("upgrade")
 
@@ -30,6 +30,10 @@ def test_the_upgraded_copy_passes_the_targets_schema_check(letta_rehearsal):
 
 
 def test_a_sample_of_agents_still_converses(letta_rehearsal):
-    exchange = letta_rehearsal.path("letta-compat")["exchange"]
+    path = letta_rehearsal.path("letta-compat")
+    exchange = path["exchange"]
+    through = sum(1 for agent in path["agents"] if agent["verdict"] in ("intact", "changed"))
+    assert exchange, (f"no agent was sent a message after the upgrade ({through} of {len(path['agents'])} "
+                      "agents came through): nothing shows the upgraded server still converses")
     failed = [f"{e['name']!r}: {e['detail']}" for e in exchange if not e["ok"]]
     assert not failed, "\n".join(failed)

@@ -70,6 +70,20 @@ def new_directory(path: str | os.PathLike, what: str,
     return path
 
 
+REPORT_SUFFIXES = (".json", ".md", ".html")
+
+
+def report_files(path: str | os.PathLike, what: str | None = None) -> list[Path]:
+    """The files a report path names: PATH.json, PATH.md or PATH.html itself, a bare PATH all
+    three. With ``what`` (the option that gave it), each is checked up front (``output_file``)."""
+    path = Path(path)
+    files = [path] if path.suffix in REPORT_SUFFIXES else [path.with_suffix(s) for s in REPORT_SUFFIXES]
+    if what is not None:
+        allowed = "Give a path in a writable directory: PATH.json, .md or .html, or a bare PATH for all three."
+        files = [output_file(f, what, allowed) for f in files]
+    return files
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)

@@ -12,7 +12,8 @@ from ..matrix.model import BACKENDS
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from ..cache import cache_root
-    from ..operations.rehearse import RehearsalRequest, format_report, rehearse, write_report
+    from ..operations.rehearse import RehearsalRequest, rehearse
+    from ..report.rehearsal import format_report, write_report
 
     request = RehearsalRequest(targets=args.to, cache=cache_root(args.cache_dir),
                                dump=Path(args.dump) if args.dump else None, dsn=args.dsn,

@@ -7,12 +7,10 @@ from pathlib import Path
 
 
 def cmd_report_merge(args: argparse.Namespace) -> int:
-    from ..paths import output_file
+    from ..paths import report_files
     from ..report.grid import load_report, merge_reports
 
-    out = Path(args.out)
-    for target in [out] if out.suffix in (".json", ".md", ".html") else [out.with_suffix(s) for s in (".json", ".md", ".html")]:
-        output_file(target, "--out", "Give a path in a writable directory (.json, .md, .html, or a bare name for all three).")
+    report_files(args.out, "--out")
     merged = merge_reports([load_report(p) for p in args.reports])
     for path in merged.write(Path(args.out)):
         print(f"written: {path}")

@@ -22,41 +22,39 @@ what the image path loses is a warning.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg import sql
 
 from .. import versions
 from ..errors import LettaCompatError, redact
-from ..provision.alembic import backfill_notes, encryption_key_from, upgrade_to_release
+from ..postgres.client import pg_dump, run_pg_tool, shown_dsn
+from ..postgres.layout import create_database, drop_public
+from ..provision.alembic import RevisionGraph, backfill_notes, encryption_key_from, upgrade_to_release
 from ..provision.fake_llm import FakeLLM
 from ..provision.install import ensure_migration_scripts
-from ..rest.agents import blocks_of
-from ..rest.client import LettaAPI, LettaAPIError
-from ..postgres.client import pg_dump, run_pg_tool, shown_dsn
-from ..report.rehearsal import PATHS, path_problems, to_html as rehearsal_html
-from ..postgres.layout import create_database, drop_public
+from ..report.rehearsal import PATHS, PathResult, RehearsalReport
+from ..rest.client import LettaAPI
 from ..schema.compare import check_database
 from ..schema.inspect import find_letta_schema
-from .database import LettaDatabase, archive_schema
+from .database import LettaDatabase
 from .fixups import run_fixups
+from .inventory import Inventory, api_inventory, sql_inventory
 from .redirect import redirect_to_fake_llm
-from .inventory import Inventory, api_inventory, compare_agent, compare_server, not_checked, sql_inventory
-from ..versions import describe_revision, versions_at
-from ..provision.alembic import RevisionGraph
+from .rehearse_checks import compare, exchange, letta_code_turn
+from .rehearse_source import DumpFacts, Standing, reachable_targets, read_dump, where_it_stands
 
 Progress = Callable[[str], None]
 SOURCE_DB = "rehearsal_source"
-EXCHANGE_TEXT = "letta-compat rehearsal: are you still there?"
 
 
 @dataclass
@@ -106,128 +104,6 @@ class RehearsalRequest:
     @property
     def encryption_key(self) -> str | None:
         return encryption_key_from(self.encryption_key_env) if self.encryption_key_env else None
-
-
-# -- the report ----------------------------------------------------------------------------
-@dataclass
-class PathResult:
-    path: str
-    verdict: str = "intact"  # intact | changed | lost | failed
-    error: str | None = None
-    migration_seconds: float | None = None
-    migration_notes: list[str] = field(default_factory=list)  # what Letta's data-encryption backfills did
-    fixups: list[str] = field(default_factory=list)
-    schema_ready: bool | None = None
-    schema_problems: list[str] = field(default_factory=list)
-    server_started: bool = False
-    server_seconds: float | None = None
-    agents: list[dict] = field(default_factory=list)
-    server_differences: list[str] = field(default_factory=list)
-    exchange: list[dict] = field(default_factory=list)
-    not_checked: list[str] = field(default_factory=list)
-    log: str | None = None
-
-    def counts(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for agent in self.agents:
-            found[agent["verdict"]] = found.get(agent["verdict"], 0) + 1
-        return found
-
-
-@dataclass
-class RehearsalReport:
-    source: dict[str, Any]
-    targets: list[dict[str, Any]] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    backend: str = "native"
-
-    @property
-    def intact(self) -> bool:
-        return all(t["paths"]["letta-compat"]["verdict"] == "intact" for t in self.targets)
-
-    @property
-    def letta_code_works(self) -> bool:
-        return all(run["verdict"] == "works" for t in self.targets for run in t.get("letta_code", []))
-
-    @property
-    def ok(self) -> bool:
-        """Every agent intact on the letta-compat path, and every Letta Code asked for resumed one."""
-        return self.intact and self.letta_code_works
-
-    def to_json(self) -> dict:
-        doc = {"verdict": "intact" if self.intact else "not intact", "backend": self.backend,
-               "source": self.source, "targets": self.targets,
-               "timings": {k: round(v, 1) for k, v in self.timings.items()}}
-        if any("letta_code" in t for t in self.targets):
-            doc["letta_code_verdict"] = "works" if self.letta_code_works else "fails"
-        return doc
-
-
-# -- reading the source --------------------------------------------------------------------
-_PLAIN_ALEMBIC = re.compile(r"^CREATE TABLE (?:(\S+)\.)?alembic_version \(", re.M)
-_PLAIN_ROLES = re.compile(r"(?:OWNER TO|GRANT .* TO|AUTHORIZATION) (\"[^\"]+\"|[A-Za-z_][\w$]*)")
-
-
-def dump_format(path: Path) -> str:
-    """``custom`` (pg_dump -Fc) or ``plain`` (SQL); anything else is refused in one line."""
-    with open(path, "rb") as f:
-        head = f.read(1 << 16)
-    if head.startswith(b"PGDMP"):
-        return "custom"
-    if head.startswith(b"\x1f\x8b"):
-        raise LettaCompatError(f"--dump {path} is gzip-compressed: gunzip it first (or take it with "
-                               "`pg_dump -Fc`, which compresses by itself).")
-    text = head.decode("utf-8", "replace")
-    if "PostgreSQL database dump" in text or re.search(r"^(SET|CREATE|COPY|INSERT) ", text, re.M):
-        return "plain"
-    raise LettaCompatError(f"--dump {path} is not a PostgreSQL dump (neither pg_dump's custom format nor plain "
-                           "SQL). Take one with `docker exec letta-db pg_dump -U letta -Fc letta > letta.dump`.")
-
-
-def plain_dump_facts(path: Path) -> tuple[str, set[str]]:
-    """(schema of alembic_version, roles the script names) of a plain SQL dump, read as a stream."""
-    schema, roles = None, set()
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("CREATE TABLE") and schema is None:
-                match = _PLAIN_ALEMBIC.match(line)
-                if match:
-                    schema = match.group(1) or "public"
-            elif "OWNER TO" in line or line.startswith(("GRANT", "CREATE SCHEMA")):
-                roles.update(r.strip('"') for r in _PLAIN_ROLES.findall(line))
-    if schema is None:
-        raise LettaCompatError(f"--dump {path} holds no alembic_version table: it is not a dump of a Letta database.")
-    return schema, roles - {"PUBLIC", "public"}
-
-
-_COPY_ALEMBIC = re.compile(r"^COPY (?:\S+\.)?alembic_version \(version_num\) FROM stdin;$")
-_INSERT_ALEMBIC = re.compile(r"^INSERT INTO (?:\S+\.)?alembic_version (?:\(version_num\) )?VALUES \('([^']+)'\);$")
-
-
-def dump_revision(path: Path, kind: str) -> str | None:
-    """The alembic revision a dump holds, read without restoring it (pg_restore -a -t for the
-    custom format; a streamed scan of a plain script)."""
-    if kind == "custom":
-        try:
-            text = run_pg_tool("pg_restore", ["-a", "-t", "alembic_version", "-f", "-", str(path)])
-        except LettaCompatError as exc:
-            raise LettaCompatError(f"--dump {path} cannot be read: {str(exc).splitlines()[0][:300]}") from None
-        lines = iter(text.splitlines())
-    else:
-        lines = open(path, encoding="utf-8", errors="replace")
-    try:
-        for line in lines:
-            line = line.rstrip("\n")
-            if _COPY_ALEMBIC.match(line):
-                value = next(lines, "\\.").rstrip("\n")
-                return None if value == "\\." else value.strip()
-            match = _INSERT_ALEMBIC.match(line)
-            if match:
-                return match.group(1)
-    finally:
-        if kind != "custom":
-            lines.close()
-    return None
 
 
 class Rehearsal:
@@ -297,6 +173,13 @@ class Rehearsal:
             create_database(conn, name, owner="letta", schema=schema, template=template)
         return name
 
+    @contextmanager
+    def connect_copy(self, name: str, schema: str) -> Iterator[psycopg.Connection]:
+        """A connection to the copy ``name`` that finds Letta's tables in ``schema``."""
+        with self.cluster.connect(name) as conn:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            yield conn
+
     # -- the source ------------------------------------------------------------------------
     def take_dump(self) -> Path:
         """``pg_dump -Fc`` of the live database: one read-only repeatable-read snapshot."""
@@ -312,14 +195,9 @@ class Rehearsal:
         self.timings["pg_dump"] = time.monotonic() - began
         return target
 
-    def restore_source(self, dump: Path) -> tuple[str, str]:
-        """(format, schema): the dump restored into database SOURCE_DB."""
-        kind = dump_format(dump)
-        if kind == "custom":
-            schema = archive_schema(dump)
-            roles: set[str] = set()
-        else:
-            schema, roles = plain_dump_facts(dump)
+    def restore_source(self, facts: DumpFacts) -> str:
+        """The dump restored into database SOURCE_DB; the schema its Letta tables are in."""
+        dump, kind, schema, roles = facts.path, facts.format, facts.schema, facts.roles
         with self.cluster.connect("postgres", admin=True) as conn:
             major = int(conn.execute("SHOW server_version_num").fetchone()[0]) // 10000
         self.say(f"restoring {dump} ({kind} format, {dump.stat().st_size / 1e6:.1f} MB, tables in schema "
@@ -352,7 +230,7 @@ class Rehearsal:
                     sql.Identifier(SOURCE_DB), sql.Identifier(found)))
         self.timings["restore"] = time.monotonic() - began
         self.say(f"restored in {self.timings['restore']:.1f} s")
-        return kind, found
+        return found
 
     def redirect(self, name: str) -> list[str]:
         """Point the copy ``name`` at the fake LLM and blank stored keys, before any server
@@ -365,92 +243,62 @@ class Rehearsal:
         request = self.request
         # every check of the input before anything starts: bad input is one line, nothing else
         dump = request.dump if request.dump is not None else self.take_dump()
-        kind = dump_format(dump)
-        schema = archive_schema(dump) if kind == "custom" else plain_dump_facts(dump)[0]
+        facts = read_dump(dump)
         graph = RevisionGraph.from_scripts(ensure_migration_scripts(request.cache))
-        source = self.where_it_stands(dump_revision(dump, kind), graph, schema, kind, dump)
-        targets = self.reachable_targets(source["revision"], graph, source)
+        standing = where_it_stands(facts.revision, graph, shown_dsn(request.dsn) if request.dsn else str(dump))
+        self.say(f"where it stands: {standing.described}")
+        targets, skipped = reachable_targets(request.targets, standing, graph)
+        for target in skipped:
+            self.say(f"skipping --to {target}: it is older than the dump")
         self.install_letta_code()
         self._start(targets)
-        kind, schema = self.restore_source(dump)
-        source["schema"] = schema
+        schema = self.restore_source(facts)
         with self.cluster.connect(SOURCE_DB) as conn:
-            if LettaDatabase.revision(conn, schema) != source["revision"]:
+            if LettaDatabase.revision(conn, schema) != standing.revision:
                 raise LettaCompatError(f"--dump {dump}: the restored database is at another alembic revision than "
                                        "the dump's table of contents says; the dump is inconsistent.")
-        source["drift"] = self.drift(source)
-        source["redirected"] = self.redirect(SOURCE_DB)
-        for line in source["redirected"]:
+        checked_against, drift = self.drift(standing)
+        redirected = self.redirect(SOURCE_DB)
+        for line in redirected:
             self.say(f"safety: {line}")
-        before = self.inventory_before(source, schema)
-        source["agents"] = len(before.agents)
-        source["stored_messages"] = before.messages
-        source["inventory_via"] = before.via
+        before = self.inventory_before(standing, schema)
+        source = {"kind": "dsn" if request.dsn else "dump", "where": standing.where, "format": facts.format,
+                  "schema": schema, "revision": standing.revision, "releases": list(standing.releases),
+                  "state": standing.state, "described": standing.described, "skipped_targets": skipped,
+                  "drift_checked_against": checked_against, "drift": drift, "redirected": redirected,
+                  "agents": len(before.agents), "stored_messages": before.messages, "inventory_via": before.via}
         report = RehearsalReport(source, timings=self.timings, backend=request.backend)
         for target in targets:
             report.targets.append(self.rehearse_target(target, before, schema))
         self.timings["total"] = time.monotonic() - self.started
         return report
 
-    def where_it_stands(self, revision: str | None, graph: RevisionGraph, schema: str, kind: str,
-                        dump: Path) -> dict[str, Any]:
-        where = shown_dsn(self.request.dsn) if self.request.dsn else str(dump)
-        if revision is None:
-            raise LettaCompatError(f"{where} has no alembic revision (an empty alembic_version table): it is not a "
-                                   "database Letta's migrations created.")
-        if revision not in graph.parents:
-            raise LettaCompatError(f"{where} is at alembic revision {revision}, which no Letta release's migrations "
-                                   f"know (the letta-{versions.MIGRATIONS_SOURCE} scripts hold every release's): it "
-                                   "is not a Letta database, or one changed by hand.")
-        releases = versions_at(revision)
-        state = "release head" if releases else "half-applied upgrade"
-        source: dict[str, Any] = {"kind": "dsn" if self.request.dsn else "dump", "where": where, "format": kind,
-                                  "schema": schema, "revision": revision, "releases": releases, "state": state,
-                                  "described": describe_revision(revision, graph)}
-        self.say(f"where it stands: {source['described']}")
-        return source
-
-    def drift(self, source: dict[str, Any]) -> list[str]:
-        """``schema check`` against the dump's own release, and what the fix-ups would repair."""
+    def drift(self, standing: Standing) -> tuple[str | None, list[str]]:
+        """(the release checked against, the drift): ``schema check`` against the dump's own
+        release, and what the fix-ups would repair."""
         drift: list[str] = []
-        if source["releases"]:
-            own = source["releases"][-1]
+        own = standing.releases[-1] if standing.releases else None
+        if own:
             report = check_database(self.dsn(SOURCE_DB), own, self.request.cache)
             drift = [str(p) for p in report.problems]
-            source["drift_checked_against"] = own
         else:
-            source["drift_checked_against"] = None
-            drift.append(f"not a release's schema: {source['described']}")
+            drift.append(f"not a release's schema: {standing.described}")
         drift += [str(r) for r in run_fixups(LettaDatabase(self.dsn(SOURCE_DB)), apply=False) if r.drift]
         for line in drift:
             self.say(f"drift: {line}")
         if not drift:
-            self.say(f"drift: none (schema check against Letta {source['drift_checked_against']})")
-        return drift
+            self.say(f"drift: none (schema check against Letta {own})")
+        return own, drift
 
-    def reachable_targets(self, revision: str, graph: RevisionGraph, source: dict) -> list[str]:
-        reachable, skipped = [], []
-        for target in self.request.targets:
-            head = versions.server_release(target).alembic_head
-            (reachable if revision in graph.ancestors(head) else skipped).append(target)
-        if not reachable:
-            raise LettaCompatError(f"The dump is at {source['described']}, newer than every --to "
-                                   f"({', '.join(self.request.targets)}): a rehearsal only goes forward. Give a "
-                                   "later release.")
-        for target in skipped:
-            self.say(f"skipping --to {target}: it is older than the dump")
-        source["skipped_targets"] = skipped
-        return reachable
-
-    def inventory_before(self, source: dict, schema: str) -> Inventory:
+    def inventory_before(self, standing: Standing, schema: str) -> Inventory:
         with self.cluster.connect(SOURCE_DB) as conn:
             base = sql_inventory(conn, schema)
         self.say(f"before: {len(base.agents)} agents, {base.messages} stored messages (SQL)")
-        if not source["releases"]:
+        if not standing.releases:
             self.say("before: the dump is between releases, so no server of its own can read it: the inventory "
                      "is the SQL one")
             return base
-        own = source["releases"][-1]
+        own = standing.releases[-1]
         name = self.copy(SOURCE_DB, f"before_{own}", schema)
         began = time.monotonic()
         try:
@@ -486,7 +334,7 @@ class Rehearsal:
                 result.verdict, result.error = "failed", (f"alembic upgrade to {target} failed, the database stopped "
                                                           f"at {now}: {str(exc).splitlines()[-1][:300]}")
             self.say(f"image: {results['image'].error}")
-            found = {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+            found = {"version": target, "paths": {p: r.to_json() for p, r in results.items()}}
             if self.request.letta_code:
                 found["letta_code"] = [{"version": v, "verdict": "fails", "evidence": "not run: the migration failed"}
                                        for v in self.request.letta_code]
@@ -511,7 +359,7 @@ class Rehearsal:
                 self.kept[(target, path)] = name
             else:
                 self.backend.drop_database(name)
-        found = {"version": target, "paths": {p: self._path_json(r, before) for p, r in results.items()}}
+        found = {"version": target, "paths": {p: r.to_json() for p, r in results.items()}}
         if self.request.letta_code:
             found["letta_code"] = self.letta_code_runs.get(target) or [
                 {"version": v, "verdict": "fails", "evidence": "not run: the target did not start on the letta-compat "
@@ -540,74 +388,24 @@ class Rehearsal:
         try:
             with self.cluster.connect(name) as conn:
                 base = sql_inventory(conn, schema)
+            def connect():
+                return self.connect_copy(name, schema)
+
             with LettaAPI(stack.url, api_key=stack.password) as api:
                 after = api_inventory(api, base)
-                self.compare(before, after, result)
-                self.exchange(api, name, schema, before, result)
+                compare(before, after, result)
+                exchange(api, connect, before, result, self.request.sample)
             if result.path == "letta-compat" and self.request.letta_code:
-                self.letta_code_runs[target] = [self.letta_code_turn(version, target, stack, name, schema, result)
-                                                for version in self.request.letta_code]
+                self.letta_code_runs[target] = [
+                    letta_code_turn(self.letta_code_installs[version], version, target, stack, connect, result,
+                                    self.fake.requests, self.workdir, self.say)
+                    for version in self.request.letta_code]
         except LettaCompatError as exc:
             result.verdict, result.error = "failed", f"reading Letta {target}: {str(exc).splitlines()[0][:300]}"
         finally:
             stack.stop()
         counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
         self.say(f"{result.path}: {counts or 'no agents'}; verdict {result.verdict}")
-
-    def compare(self, before: Inventory, after: Inventory, result: PathResult) -> None:
-        for agent_id, was in before.agents.items():
-            now = after.agents.get(agent_id)
-            verdict, diffs = compare_agent(was, now)
-            result.agents.append({"id": agent_id, "name": was.name, "verdict": verdict, "before": was.summary(),
-                                  "after": now.summary() if now else None, "differences": diffs})
-            result.not_checked += [f"agent {was.name!r}: {line}" for line in not_checked(was, now)]
-        result.server_differences = compare_server(before.server, after.server)
-        verdicts = {a["verdict"] for a in result.agents}
-        if "lost" in verdicts:
-            result.verdict = "lost"
-        elif "changed" in verdicts or result.server_differences:
-            result.verdict = "changed"
-
-    def exchange(self, api: LettaAPI, name: str, schema: str, before: Inventory, result: PathResult) -> None:
-        """One real message (fake LLM) with a sample: the longest history, odd names, secrets."""
-        present = [a for a in before.agents.values()
-                   if any(r["id"] == a.id and r["verdict"] in ("intact", "changed") for r in result.agents)]
-        picks: list = []
-        for chooser in (lambda a: a.stored_messages, lambda a: not re.fullmatch(r"[A-Za-z0-9 _-]+", a.name),
-                        lambda a: bool(a.env_vars)):
-            for agent in sorted(present, key=chooser, reverse=True):
-                if agent not in picks and chooser(agent):
-                    picks.append(agent)
-                    break
-        for agent in present:
-            if len(picks) >= self.request.sample:
-                break
-            if agent not in picks:
-                picks.append(agent)
-        for agent in picks[:self.request.sample]:
-            with self.cluster.connect(name) as conn:
-                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-                (stored,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
-                                         (agent.id,)).fetchone()
-            entry = {"id": agent.id, "name": agent.name, "ok": False, "detail": ""}
-            try:
-                body = api.json(api.request("POST", f"/v1/agents/{agent.id}/messages",
-                                            json={"messages": [{"role": "user", "content": EXCHANGE_TEXT}]}),
-                                "POST", f"/v1/agents/{agent.id}/messages")
-                with self.cluster.connect(name) as conn:
-                    conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-                    (now,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
-                                          (agent.id,)).fetchone()
-                replies = len(body.get("messages") or []) if isinstance(body, dict) else 0
-                entry["ok"] = now > stored and replies > 0
-                entry["detail"] = (f"answered with {replies} message(s); stored messages {stored} -> {now}"
-                                   if entry["ok"] else f"answered 200 but stored messages {stored} -> {now} "
-                                   f"(the new turn was not kept)")
-            except LettaAPIError as exc:
-                entry["detail"] = f"failed: {str(exc)[:300]}"
-            result.exchange.append(entry)
-            if not entry["ok"] and result.verdict == "intact":
-                result.verdict = "changed"
 
     # -- Letta Code ------------------------------------------------------------------------
     def install_letta_code(self) -> None:
@@ -617,84 +415,6 @@ class Rehearsal:
             if version not in self.letta_code_installs:
                 self.say(f"Letta Code {version}: installing (or found in the cache)")
                 self.letta_code_installs[version] = ensure_letta_code(version, self.request.cache)
-
-    def letta_code_turn(self, version: str, target: str, stack, name: str, schema: str,
-                        result: PathResult) -> dict[str, str]:
-        """A headless Letta Code turn that resumes an agent of the dump (``--agent ID``) on the
-        target running on the letta-compat path's copy: the agent with the longest history
-        among those that came through. ``works`` when the turn completes on that agent and is stored."""
-        from ..provision.letta_code import LettaCodeTimeout, run_letta_code
-
-        verdict = {"version": version, "verdict": "fails", "evidence": ""}
-        present = [a for a in result.agents if a["verdict"] == "intact" and a["after"] and not a["after"]["hidden"]]
-        if not present:
-            verdict["evidence"] = "not run: no agent of the dump came through intact to resume"
-            return verdict
-        agent = max(present, key=lambda a: (a["after"]["stored_messages"], a["id"]))
-
-        def stored() -> tuple[int, str | None]:
-            with self.cluster.connect(name) as conn:
-                conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-                (count,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
-                                        (agent["id"],)).fetchone()
-                (kind,) = conn.execute("SELECT agent_type::text FROM agents WHERE id = %s", (agent["id"],)).fetchone()
-            return count, kind
-
-        def shape() -> tuple[set[str], set[str]]:  # (block labels, tool names) as a client sees them
-            try:
-                with LettaAPI(stack.url, api_key=stack.password) as api:
-                    state = api.find_agent(agent["id"]) or {}
-            except LettaAPIError:
-                state = {}
-            return {b["label"] for b in blocks_of(state)}, {t["name"] for t in state.get("tools") or []}
-
-        before, agent_type = stored()
-        shape_before = shape()
-        token = f"letta-compat rehearsal, Letta Code {version}: {os.urandom(6).hex()}"
-        where = self.workdir / f"letta-code-{version}-to-{target}"
-        shown = f"agent {agent['name']!r} ({agent['id']}, {agent_type}, {before} stored messages)"
-        self.say(f"letta-compat: Letta Code {version} resuming {shown}")
-        try:
-            run = run_letta_code(self.letta_code_installs[version], ["-p", token, "--agent", agent["id"]],
-                                 base_url=stack.url, api_key=stack.password, home=where / "home",
-                                 cwd=where / "project", json=True)
-        except LettaCodeTimeout as exc:
-            verdict["evidence"] = f"resuming {shown}: {str(exc).splitlines()[0][:300]}"
-            return verdict
-        after, _ = stored()
-        shape_after = shape()
-        changed = [f"{what} {sign}{sorted(names)}" for what, was, now in
-                   (("blocks", shape_before[0], shape_after[0]), ("tools", shape_before[1], shape_after[1]))
-                   for sign, names in (("+", now - was), ("-", was - now)) if names]
-        answer = run.json if isinstance(run.json, dict) else {}
-        seen = [r["body"] for r in self.fake.requests
-                if r["path"].endswith("/chat/completions") and token in json.dumps(r["body"])]
-        context = f"the model's request carried {len(seen[-1].get('messages') or [])} messages" if seen else \
-            "the fake LLM received no request with the prompt"
-        if seen and any(e["id"] == agent["id"] and e["ok"] for e in result.exchange):
-            context += (", among them the rehearsal's earlier exchange with it" if EXCHANGE_TEXT in json.dumps(seen[-1])
-                        else ", not the rehearsal's earlier exchange with it (a new conversation)")
-        if run.returncode == 0 and answer.get("subtype") == "success" and answer.get("agent_id") == agent["id"] \
-                and after > before:
-            verdict["verdict"] = "works"
-            verdict["evidence"] = (f"`letta -p ... --agent {agent['id']}` resumed {shown}: exit 0, answered "
-                                   f"{str(answer.get('result'))[:80]!r}, stored messages {before} -> {after}; {context}")
-        else:
-            got = answer.get("agent_id")
-            verdict["evidence"] = (f"`letta -p ... --agent {agent['id']}` on {shown}: exit {run.returncode}"
-                                   + (f", answered on another agent {got}" if got and got != agent["id"] else "")
-                                   + f", stored messages {before} -> {after}; {context}: {run.error_line()[:300]}")
-        if changed:  # what resuming an agent with Letta Code does to it, worth knowing before the switch
-            verdict["evidence"] += f"; Letta Code changed the agent: {', '.join(changed)}"
-        self.say(f"letta-compat: Letta Code {version} {verdict['verdict']}: {verdict['evidence']}")
-        return verdict
-
-    @staticmethod
-    def _path_json(result: PathResult, before: Inventory) -> dict[str, Any]:
-        data = asdict(result)
-        data.pop("path")
-        data["counts"] = result.counts()
-        return data
 
 
 class LettaRehearsal:
@@ -741,55 +461,4 @@ def rehearse(request: RehearsalRequest, progress: Progress = print) -> Rehearsal
     finally:
         rehearsal.close()
 
-
-# -- output --------------------------------------------------------------------------------
-def format_report(report: RehearsalReport) -> list[str]:
-    src = report.source
-    lines = [f"Rehearsed on the {report.backend} backend",
-             f"Source: {src['where']} ({src['format']} dump, schema {src['schema']}): {src['described']}",
-             f"  {src['agents']} agents, {src['stored_messages']} stored messages (inventory through "
-             f"{src['inventory_via']})"]
-    lines += [f"  drift: {d}" for d in src["drift"]] or ["  drift: none"]
-    for target in report.targets:
-        for path in PATHS:
-            p = target["paths"][path]
-            counts = ", ".join(f"{n} {v}" for v, n in sorted(p["counts"].items()))
-            lines.append(f"Letta {target['version']}, {path} path: {p['verdict'].upper()} ({counts or 'no agents'})")
-            if path == "image":
-                lines += [f"  alembic: {n}" for n in p.get("migration_notes", [])]
-            if path == "letta-compat":
-                lines += [f"  fix-up {f}" for f in p["fixups"] if "nothing to do" not in f]
-                lines += [f"  {agent['verdict']:<8} {agent['name']!r}" for agent in p["agents"]]
-            for problem in path_problems(p):
-                lines.append(("  WARNING (a plain tag bump): " if path == "image" else "  ") + problem)
-            lines += [f"  not checked: {n}" for n in p["not_checked"]]
-        for run in target.get("letta_code", []):
-            lines.append(f"Letta {target['version']}, Letta Code {run['version']} resuming an agent of the dump: "
-                         f"{run['verdict'].upper()}: {run['evidence']}")
-    lines.append("VERDICT: every agent came through the letta-compat path intact" if report.intact else
-                 "VERDICT: something was lost or changed on the letta-compat path (see above)")
-    if not report.letta_code_works:
-        lines.append("VERDICT: a Letta Code version asked for with --letta-code could not resume an agent (see above)")
-    return lines
-
-
-def write_report(report: RehearsalReport, path: Path) -> list[Path]:
-    """JSON, and Markdown/HTML by suffix (a bare name writes all three)."""
-    path = Path(path)
-    data = report.to_json()
-    suffixes = [path.suffix] if path.suffix in (".json", ".md", ".html") else [".json", ".md", ".html"]
-    base = path.with_suffix("") if path.suffix in (".json", ".md", ".html") else path
-    written = []
-    for suffix in suffixes:
-        target = base.with_suffix(suffix)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if suffix == ".json":
-            text = json.dumps(data, indent=1, ensure_ascii=False)
-        elif suffix == ".md":
-            text = "# Letta upgrade rehearsal\n\n" + "\n".join(f"    {line}" for line in format_report(report)) + "\n"
-        else:
-            text = rehearsal_html(data)
-        target.write_text(redact(text), encoding="utf-8")
-        written.append(target)
-    return written
 

@@ -18,7 +18,7 @@ from ..errors import LettaCompatError
 from ..matrix.compose_file import OVERRIDE_NAMES, check_pinned, letta_image_tag
 from ..matrix.model import load_matrix
 from ..matrix.writer import derived_matrix
-from ..paths import output_file
+from ..paths import report_files
 from .grid import Report
 
 
@@ -56,14 +56,6 @@ def path_matrix(old: str, new: str, base_matrix: Path | None) -> str:
     return derived_matrix(f"gate-{old}-to-{new}", base_matrix, servers=(old, new), upgrades=[(old, new)])
 
 
-def _report_targets(report: str) -> list[Path]:
-    path = Path(report)
-    targets = [path] if path.suffix in (".json", ".md", ".html") else [
-        path.with_suffix(s) for s in (".json", ".md", ".html")]
-    return [output_file(t, "--report", "Give a path in a writable directory (.json, .md, .html, or a bare "
-                                       "name for all three).") for t in targets]
-
-
 def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str | None = None,
              matrix: str | Path | None = None, suite: str | Path | None = None,
              pytest_args: list[str] | None = None, report: str | None = None, echo=print,
@@ -74,7 +66,7 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
     if from_version is not None:
         versions.require_server_release(from_version, "--from")
     if report:
-        _report_targets(report)  # a report path that cannot be written fails now, not after the run
+        report_files(report, "--report")  # a report path that cannot be written fails now, not after the run
     if matrix:
         load_matrix(matrix, require_entries=False)  # a broken --matrix fails now, as one line
     service, image, new = check_pinned(compose)  # refuses `latest` and friends first

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import LettaCompatError, redact
+from ..paths import report_files
 from . import html as html_page
 from .rehearsal import section as rehearsal_section
 
@@ -171,8 +172,7 @@ class Report:
     def write(self, path: str | Path) -> list[Path]:
         """Write ``path`` in the format its suffix names; a bare path gets all three."""
         path = Path(path)
-        targets = [path] if path.suffix in (".json", ".md", ".html") else [
-            path.with_suffix(s) for s in (".json", ".md", ".html")]
+        targets = report_files(path)
         for t in targets:
             text = {".json": lambda: json.dumps(self.to_json(), indent=2), ".md": self.to_markdown,
                     ".html": self.to_html}[t.suffix]()

@@ -1,15 +1,83 @@
-"""The upgrade rehearsal's report as HTML (``letta-compat rehearse --report X.html``, and the
-rehearsals of a pytest run joined to the grid's page): per target, one row per agent with its
-verdict on each path. Works on the report's JSON (``RehearsalReport.to_json()``), so a pytest
-worker's rehearsal can travel to the controller as data. Nothing here holds a secret: the JSON
-carries none, and written files are redacted by their writers."""
+"""The upgrade rehearsal's report: its types (``PathResult`` per path, ``RehearsalReport``), its
+text, and its HTML (``letta-compat rehearse --report X.html``, and the rehearsals of a pytest run
+joined to the grid's page): per target, one row per agent with its verdict on each path. The
+HTML works on the report's JSON (``RehearsalReport.to_json()``), so a pytest worker's rehearsal
+can travel to the controller as data. Nothing here holds a secret: the JSON carries none, and
+written files are redacted (``write_report``)."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import redact
+from ..paths import report_files
 from .html import cell, esc, page, table
 
 PATHS = ("image", "letta-compat")
 TITLE = "Letta upgrade rehearsal"
+
+
+@dataclass
+class PathResult:
+    path: str
+    verdict: str = "intact"  # intact | changed | lost | failed
+    error: str | None = None
+    migration_seconds: float | None = None
+    migration_notes: list[str] = field(default_factory=list)  # what Letta's data-encryption backfills did
+    fixups: list[str] = field(default_factory=list)
+    schema_ready: bool | None = None
+    schema_problems: list[str] = field(default_factory=list)
+    server_started: bool = False
+    server_seconds: float | None = None
+    agents: list[dict] = field(default_factory=list)
+    server_differences: list[str] = field(default_factory=list)
+    exchange: list[dict] = field(default_factory=list)
+    not_checked: list[str] = field(default_factory=list)
+    log: str | None = None
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for agent in self.agents:
+            found[agent["verdict"]] = found.get(agent["verdict"], 0) + 1
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("path")
+        data["counts"] = self.counts()
+        return data
+
+
+@dataclass
+class RehearsalReport:
+    source: dict[str, Any]
+    targets: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    backend: str = "native"
+
+    @property
+    def intact(self) -> bool:
+        return all(t["paths"]["letta-compat"]["verdict"] == "intact" for t in self.targets)
+
+    @property
+    def letta_code_works(self) -> bool:
+        return all(run["verdict"] == "works" for t in self.targets for run in t.get("letta_code", []))
+
+    @property
+    def ok(self) -> bool:
+        """Every agent intact on the letta-compat path, and every Letta Code asked for resumed one."""
+        return self.intact and self.letta_code_works
+
+    def to_json(self) -> dict:
+        doc = {"verdict": "intact" if self.intact else "not intact", "backend": self.backend,
+               "source": self.source, "targets": self.targets,
+               "timings": {k: round(v, 1) for k, v in self.timings.items()}}
+        if any("letta_code" in t for t in self.targets):
+            doc["letta_code_verdict"] = "works" if self.letta_code_works else "fails"
+        return doc
 
 
 def path_problems(p: dict) -> list[str]:
@@ -88,3 +156,51 @@ def section(data: dict) -> str:
 def to_html(data: dict) -> str:
     """A rehearsal's report as a page of its own, in the grid report's skeleton."""
     return page(TITLE, section(data))
+
+
+# -- text and files ------------------------------------------------------------------------
+def format_report(report: RehearsalReport) -> list[str]:
+    src = report.source
+    lines = [f"Rehearsed on the {report.backend} backend",
+             f"Source: {src['where']} ({src['format']} dump, schema {src['schema']}): {src['described']}",
+             f"  {src['agents']} agents, {src['stored_messages']} stored messages (inventory through "
+             f"{src['inventory_via']})"]
+    lines += [f"  drift: {d}" for d in src["drift"]] or ["  drift: none"]
+    for target in report.targets:
+        for path in PATHS:
+            p = target["paths"][path]
+            counts = ", ".join(f"{n} {v}" for v, n in sorted(p["counts"].items()))
+            lines.append(f"Letta {target['version']}, {path} path: {p['verdict'].upper()} ({counts or 'no agents'})")
+            if path == "image":
+                lines += [f"  alembic: {n}" for n in p.get("migration_notes", [])]
+            if path == "letta-compat":
+                lines += [f"  fix-up {f}" for f in p["fixups"] if "nothing to do" not in f]
+                lines += [f"  {agent['verdict']:<8} {agent['name']!r}" for agent in p["agents"]]
+            for problem in path_problems(p):
+                lines.append(("  WARNING (a plain tag bump): " if path == "image" else "  ") + problem)
+            lines += [f"  not checked: {n}" for n in p["not_checked"]]
+        for run in target.get("letta_code", []):
+            lines.append(f"Letta {target['version']}, Letta Code {run['version']} resuming an agent of the dump: "
+                         f"{run['verdict'].upper()}: {run['evidence']}")
+    lines.append("VERDICT: every agent came through the letta-compat path intact" if report.intact else
+                 "VERDICT: something was lost or changed on the letta-compat path (see above)")
+    if not report.letta_code_works:
+        lines.append("VERDICT: a Letta Code version asked for with --letta-code could not resume an agent (see above)")
+    return lines
+
+
+def write_report(report: RehearsalReport, path: Path) -> list[Path]:
+    """JSON, and Markdown/HTML by suffix (a bare name writes all three)."""
+    data = report.to_json()
+    written = []
+    for target in report_files(path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.suffix == ".json":
+            text = json.dumps(data, indent=1, ensure_ascii=False)
+        elif target.suffix == ".md":
+            text = "# Letta upgrade rehearsal\n\n" + "\n".join(f"    {line}" for line in format_report(report)) + "\n"
+        else:
+            text = to_html(data)
+        target.write_text(redact(text), encoding="utf-8")
+        written.append(target)
+    return written

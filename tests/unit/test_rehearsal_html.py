@@ -9,7 +9,7 @@ import json
 import pytest
 
 from pytest_letta_compat.errors import LettaCompatError, register_secret
-from pytest_letta_compat.operations.rehearse import PathResult, RehearsalReport, write_report
+from pytest_letta_compat.report.rehearsal import PathResult, RehearsalReport, write_report
 from pytest_letta_compat.report.grid import CheckOutcome, Report, load_report, merge_reports
 from pytest_letta_compat.report.html import STYLE
 

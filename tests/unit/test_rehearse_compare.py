@@ -6,7 +6,7 @@ import pytest
 
 from pytest_letta_compat.errors import LettaCompatError
 from pytest_letta_compat.operations.inventory import AgentFacts, Secret, compare_agent, compare_server, not_checked
-from pytest_letta_compat.operations.rehearse import dump_format, dump_revision, plain_dump_facts
+from pytest_letta_compat.operations.rehearse_source import dump_format, dump_revision, plain_dump_facts
 
 
 def facts(**overrides) -> AgentFacts:

@@ -6,7 +6,6 @@ function-scoped where isolation is cheap (clients, connections, cloned databases
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -15,13 +14,13 @@ import pytest
 
 from ..backends import make_backend
 from ..backends.base import LettaBackend, LettaStack
-from ..cache import ENV_VAR as CACHE_ENV, cache_root
+from ..cache import cache_root
 from ..errors import LettaCompatError
 from ..provision.fake_llm import FakeLLM
 from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
 from ..matrix.model import Matrix, PostgresSpec, RehearsalEntry, ServerEntry, UpgradeEntry
 from ..operations.upgrade_path import UpgradePath
-from . import prestart
+from . import prestart, settings
 from .stash import BACKEND_KEY, MATRIX_KEY, PHASE_KEY, STACKS_KEY, STARTED_BY_KEY
 
 # the Letta Code runs of a test, attached to its report when it fails
@@ -36,7 +35,7 @@ def _fail(exc: LettaCompatError):
 
 def cache_dir_option(config: pytest.Config) -> str | None:
     """The cache directory asked for: --letta-cache-dir, $LETTA_COMPAT_CACHE, the ini key (None: the default)."""
-    return config.getoption("--letta-cache-dir") or os.environ.get(CACHE_ENV) or config.getini("letta_cache_dir") or None
+    return settings.of(config).cache_dir
 
 
 @pytest.fixture(scope="session")
@@ -58,14 +57,15 @@ def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[LettaBackend]:
     """The backend that runs PostgreSQL and the Letta servers for this session."""
     cfg = pytestconfig
-    name = cfg.getoption("--letta-backend") or (letta_matrix.backend if letta_matrix else "native")
-    timeout = cfg.getoption("--letta-start-timeout") or float(cfg.getini("letta_start_timeout"))
+    chosen = settings.of(cfg)
+    name = chosen.backend or (letta_matrix.backend if letta_matrix else "native")
+    timeout = chosen.start_timeout
     try:
         backend = make_backend(
             name, postgres=letta_matrix.postgres if letta_matrix else PostgresSpec(),
             cache=cache_root(cache_dir_option(cfg)),
             workdir=tmp_path_factory.mktemp("letta"), llm_env=fake_llm.server_env(), start_timeout=timeout,
-            redis_binary=cfg.getoption("--letta-redis-server"), compose=cfg.getoption("--letta-compose"))
+            redis_binary=chosen.redis_server, compose=chosen.compose)
         backend.start()
     except LettaCompatError as exc:
         _fail(exc)

@@ -5,7 +5,6 @@ Everything below delegates to the pytest-free core; this module only translates.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -34,18 +33,17 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_upgrade_path,
 )
 from ..provision.letta_code import LettaCodePair
-from ..matrix.model import BACKENDS, CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
+from ..matrix.model import CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
 from ..cache import cache_root
-from ..paths import output_file
 from . import suite_collector
 from .xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401 - a hook, registered with this module
 from .reporting import ReportCollector, server_log_section, server_start_line
-from . import prestart, progress
-from ..matrix.shards import parse_shard, shard_of
-from .stash import (SHARD_KEY, BACKEND_KEY, MATRIX_KEY, MATRIX_SOURCE_KEY, PHASE_KEY, SESSION_START_KEY, STACKS_KEY,
+from . import prestart, progress, settings
+from ..matrix.shards import shard_of
+from .stash import (BACKEND_KEY, MATRIX_KEY, PHASE_KEY, SESSION_START_KEY, STACKS_KEY,
                     STARTED_BY_KEY)
 
-MATRIX_ENV = "LETTA_MATRIX"
+MATRIX_ENV = settings.MATRIX_ENV
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,20 +88,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "--letta-prestart).", type="bool", default=True)
 
 
-def resolve_matrix_path(config: pytest.Config) -> tuple[Path | None, str]:
-    """The matrix to use and where that choice came from (documented precedence)."""
-    cli = config.getoption("--letta-matrix")
-    if cli:
-        return Path(cli), "--letta-matrix"
-    env = os.environ.get(MATRIX_ENV)
-    if env:
-        return Path(env), f"${MATRIX_ENV}"
-    ini = config.getini("letta_matrix")
-    if ini:
-        return config.rootpath / ini, "letta_matrix ini key"
-    return None, "not set"
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "letta_check(name): the compatibility check a test belongs to "
                             "(smoke, schema, api, roundtrip, upgrade, letta_code); matched against the "
@@ -111,12 +95,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): keep an entry's tests on one xdist worker "
                             "(--dist loadgroup), so its server starts once")
     config.stash[SESSION_START_KEY] = time.monotonic()
+    run = settings.resolve(config)  # every option, once: a bad one is a UsageError before anything starts
     suite_collector.configure(config)
-    path, source = resolve_matrix_path(config)
-    compose = config.getoption("--letta-compose")
-    if config.getoption("help", False) or config.getoption("version", False):
-        path = compose = None  # --help and --version work whatever $LETTA_MATRIX names
-    _check_options(config)
+    path, source, compose = run.matrix_path, run.matrix_source, run.compose
     matrix = None
     if path is not None:
         try:
@@ -125,52 +106,18 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"{exc} (matrix chosen by {source})") from None
     if matrix is not None or compose:  # something will start: its cache must be usable
         try:
-            cache_root(cache_dir_option(config))
+            cache_root(run.cache_dir)
         except LettaCompatError as exc:
             raise pytest.UsageError(str(exc)) from None
     if compose:  # refused before anything starts when not pinned
         try:
-            matrix = compose_matrix(config.getoption("--letta-compose"), matrix)
+            matrix = compose_matrix(compose, matrix)
         except LettaCompatError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[MATRIX_KEY] = matrix
-    config.stash[MATRIX_SOURCE_KEY] = source
-    try:
-        config.stash[SHARD_KEY] = parse_shard(config.getoption("--letta-shard"))
-    except LettaCompatError as exc:
-        raise pytest.UsageError(str(exc)) from None
     config.pluginmanager.register(ReportCollector(config, str(matrix.path) if matrix else ""), "letta-compat-report")
     progress.register(config)
     prestart.register(config)
-
-
-def _check_options(config: pytest.Config) -> None:
-    """Options a run would only trip over later (once per test, or after the whole run):
-    refused now, as one UsageError naming the option and what it allows."""
-    backend = config.getoption("--letta-backend")
-    if backend is not None and backend not in BACKENDS:
-        raise pytest.UsageError(f"--letta-backend {backend!r} is not a backend. Allowed: {', '.join(BACKENDS)}.")
-    report = config.getoption("--letta-report")
-    if report and not hasattr(config, "workerinput"):  # the controller writes it
-        path = Path(report)
-        targets = [path] if path.suffix in (".json", ".md", ".html") else [
-            path.with_suffix(s) for s in (".json", ".md", ".html")]
-        try:
-            for target in targets:
-                output_file(target, "--letta-report", "Give a path in a writable directory: PATH.json, .md or "
-                                                      ".html, or a bare PATH for all three.")
-        except LettaCompatError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    timeout = config.getoption("--letta-start-timeout")
-    source = "--letta-start-timeout"
-    if timeout is None:
-        timeout, source = config.getini("letta_start_timeout"), "the letta_start_timeout ini key"
-    try:
-        if float(timeout) <= 0:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise pytest.UsageError(f"{source} is {timeout!r}: give the seconds a server may take to become "
-                                "healthy, a number above 0 (default 300).") from None
 
 
 def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
@@ -181,7 +128,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     matrix: Matrix | None = config.stash.get(MATRIX_KEY, None)
     if matrix is None:
         return "letta-compat: no matrix (use --letta-matrix PATH)"
-    return (f"letta-compat: matrix {matrix.path} ({config.stash[MATRIX_SOURCE_KEY]}): "
+    return (f"letta-compat: matrix {matrix.path} ({settings.of(config).matrix_source}): "
             f"servers {', '.join(s.version for s in matrix.servers) or '-'}; upgrades "
             f"{', '.join(u.id.removeprefix('upgrade-') for u in matrix.upgrades) or '-'}; Letta Code "
             f"{', '.join(c.version for c in matrix.letta_code) or '-'}; backend {matrix.backend}; "
@@ -264,7 +211,7 @@ def _shard_key(item: pytest.Item) -> str | None:
 
 
 def _apply_shard(config: pytest.Config, items: list[pytest.Item]) -> None:
-    shard = config.stash.get(SHARD_KEY, None)
+    shard = settings.of(config).shard
     if shard is None:
         return
     k, n = shard

@@ -23,6 +23,7 @@ from .. import versions
 from ..backends.base import LettaBackend, LettaStack
 from ..matrix.model import ServerEntry
 from ..provision.letta_code import ensure_letta_code, letta_code_installed
+from . import settings
 from .reporting import Prestarted
 from .stash import MATRIX_KEY, PHASE_KEY, PRESTART_KEY, STACKS_KEY, STARTED_BY_KEY
 
@@ -239,10 +240,7 @@ def _quietly(call, *args) -> None:
 def register(config: pytest.Config) -> None:
     """Start ahead unless switched off, or on an xdist worker (its share of the order is not
     known up front), or without a matrix (nothing to start)."""
-    wanted = config.getoption("letta_prestart")
-    if wanted is None:
-        wanted = config.getini("letta_prestart")
-    if not wanted or os.environ.get("PYTEST_XDIST_WORKER") or config.stash.get(MATRIX_KEY, None) is None:
+    if not settings.of(config).prestart or os.environ.get("PYTEST_XDIST_WORKER") or config.stash.get(MATRIX_KEY, None) is None:
         return
     prestart = Prestart(config)
     config.stash[PRESTART_KEY] = prestart

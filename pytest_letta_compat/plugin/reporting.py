@@ -15,10 +15,11 @@ from typing import NamedTuple
 
 import pytest
 
-from ..cache import ENV_VAR as CACHE_ENV, cache_root
+from ..cache import cache_root
 from ..errors import LettaCompatError, redact
 from ..provision.logexcerpt import excerpt
 from ..report.grid import Report, CheckOutcome
+from . import settings
 
 CELL_PROPERTY = "letta_compat_cell"
 REHEARSAL_PROPERTY = "letta_compat_rehearsal"  # a [[rehearsal]]'s report, to join the grid's HTML
@@ -35,15 +36,14 @@ def logs_dir(config: pytest.Config) -> Path:
     ``<cache>/logs/<session start>/``. One folder per session (shared by xdist workers)."""
     if _LOGS_DIR_KEY in config.stash:
         return config.stash[_LOGS_DIR_KEY]
-    explicit = config.getoption("--letta-logs", None) or config.getini("letta_logs")
-    if explicit:
-        base = Path(explicit)
-    elif config.getoption("--letta-report", None):
-        report = Path(config.getoption("--letta-report"))
+    chosen = settings.of(config)
+    if chosen.logs:
+        base = Path(chosen.logs)
+    elif chosen.report:
+        report = Path(chosen.report)
         base = report.with_name(report.name.removesuffix(report.suffix) + "-logs")
     else:
-        cache = (config.getoption("--letta-cache-dir", None) or os.environ.get(CACHE_ENV)
-                 or config.getini("letta_cache_dir") or None)
+        cache = chosen.cache_dir
         run = getattr(config, "workerinput", {}).get("testrunuid") or f"{os.getpid()}"
         base = cache_root(cache) / "logs" / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(_STARTED))}-{run[:8]}"
     config.stash[_LOGS_DIR_KEY] = base
@@ -144,7 +144,7 @@ class ReportCollector:
         if cell is not None:
             report.user_properties.append((CELL_PROPERTY, list(cell)))
         rehearsal = getattr(item, "funcargs", {}).get("letta_rehearsal")
-        if (report.when == "call" and rehearsal is not None and self.config.getoption("--letta-report")
+        if (report.when == "call" and rehearsal is not None and settings.of(self.config).report
                 and isinstance(getattr(rehearsal, "report", None), dict)):
             # the report's JSON (no secret in it) travels with the test's report, from an xdist worker too
             entry = getattr(getattr(item, "callspec", None), "params", {}).get("letta_rehearsal_entry")
@@ -186,7 +186,7 @@ class ReportCollector:
         terminalreporter.section("letta-compat compatibility grid")
         for line in lines:
             terminalreporter.write_line(line)
-        target = self.config.getoption("--letta-report")
+        target = settings.of(self.config).report
         if target:
             for path in self.report.write(Path(target)):
                 terminalreporter.write_line(f"report written: {path}")

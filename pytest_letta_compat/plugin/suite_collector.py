@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ..matrix.model import CHECKS
+from . import settings
 
 SUITE_PACKAGE = "pytest_letta_compat.suite"
 SUITE_DIR = Path(__file__).resolve().parents[1] / "suite"  # found, not imported: its asserts get rewritten
@@ -29,26 +30,9 @@ def add_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
     parser.addini("letta_skip_checks", "Leave out these letta_check names (comma-separated).", default="")
 
 
-def _names(config: pytest.Config, option: str, ini: str) -> set[str] | None:
-    raw = config.getoption(option) or config.getini(ini)
-    if not raw:
-        return None
-    names = {n.strip() for n in raw.split(",") if n.strip()}
-    unknown = sorted(names - set(CHECKS))
-    if unknown:
-        where = option if config.getoption(option) else f"the {ini} ini key"
-        raise pytest.UsageError(f"{where}: unknown check name(s) {', '.join(unknown)}. Allowed: {', '.join(CHECKS)}.")
-    return names
-
-
 def configure(config: pytest.Config) -> None:
-    """Validate the check filters, and add the suite's modules to what pytest collects."""
-    _names(config, "--letta-checks", "letta_checks")
-    _names(config, "--letta-skip-checks", "letta_skip_checks")
-    wanted = config.getoption("--letta-suite")
-    if wanted is None:
-        wanted = config.getini("letta_suite")
-    if wanted:
+    """Add the suite's modules to what pytest collects (settings.resolve checked the filters)."""
+    if settings.of(config).suite:
         pytest.register_assert_rewrite(SUITE_PACKAGE)
         already = {Path(a.split("::")[0]).resolve() for a in config.args}
         config.args.extend(str(p) for p in sorted(SUITE_DIR.glob("test_*.py")) if p not in already)
@@ -64,8 +48,7 @@ def make_module(module_path: Path, parent: pytest.Collector) -> pytest.Module | 
 
 
 def select(config: pytest.Config, items: list[pytest.Item]) -> None:
-    only = _names(config, "--letta-checks", "letta_checks")
-    skip = _names(config, "--letta-skip-checks", "letta_skip_checks") or set()
+    only, skip = settings.of(config).checks, settings.of(config).skip_checks
     if only is None and not skip:
         return
     keep, dropped = [], []

@@ -49,7 +49,9 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     dry = letta_compat(*upgrade, api_key=password, cache=cache)
     outputs.append(dry)
     assert dry.returncode == 0, dry.stderr
-    assert "Dry run" in dry.stdout and f"alembic upgrade {new_head}" in dry.stdout
+    same_head = new_head == old_head  # e.g. 0.16.7 -> 0.16.8: the plan says so and the other checks still run
+    expected = "nothing to migrate" if same_head else f"alembic upgrade {new_head}"
+    assert "Dry run" in dry.stdout and expected in dry.stdout, dry.stdout
     assert revision_of(letta_postgres, database) == old_head
     assert not backup_dir.exists()
 

@@ -139,7 +139,7 @@ def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrad
 def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_postgres, tmp_path):
     """No backup and no server to make one from: nothing is touched, and the message says why."""
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
-    database = f"nobackup_{old}_{new}".replace(".", "_")
+    database = letta_postgres.unique_name("nobackup", old, new)
     letta_postgres.create_database(database, version=old)
     stopped = f"http://127.0.0.1:{free_port()}"
     proc = letta_compat("upgrade", "--from", old, "--to", new, "--dsn",
@@ -190,7 +190,7 @@ def test_fixup_normalises_the_incidents_hand_made_sequence(letta_upgrade_entry, 
     """The incident typed CREATE SEQUENCE messages_sequence_id_seq ...: the fix-up moves the
     column back to Letta's own message_seq_id, past every value either one handed out."""
     new = letta_upgrade_entry.to_version
-    database = f"handfix_{new}".replace(".", "_")
+    database = letta_postgres.unique_name("handfix", letta_upgrade_entry.from_version, new)  # per path and run
     letta_postgres.create_database(database, version=new)
     with letta_postgres.connect(database) as conn:
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")

@@ -96,6 +96,20 @@ def versions_at(revision: str | None) -> list[str]:
     return [v for v in known_server_versions() if SERVER_RELEASES[v].alembic_head == revision]
 
 
+def same_head_groups() -> list[list[str]]:
+    """Releases that share one alembic head (an upgrade between them has nothing to migrate), oldest first."""
+    groups: dict[str, list[str]] = {}
+    for v in known_server_versions():
+        groups.setdefault(SERVER_RELEASES[v].alembic_head, []).append(v)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def share_head(from_version: str, to_version: str) -> bool:
+    """True when both are known releases with the same alembic head."""
+    a, b = server_release(from_version), server_release(to_version)
+    return a is not None and b is not None and a.alembic_head == b.alembic_head
+
+
 def describe_revision(revision: str | None, graph=None) -> str:
     """A database's alembic revision in words: ``39577145c45d (the schema of Letta 0.16.1)``.
     With ``graph`` (operations.plan.RevisionGraph) a revision between releases is placed

@@ -9,6 +9,7 @@ plugin and the CLI use only what is declared here.
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -87,6 +88,7 @@ class LettaBackend(ABC):
         self._stopping: list[threading.Thread] = []  # stops nobody waits for (stop_soon)
         self._lock = threading.RLock()
         self._counter = itertools.count(1)
+        self._run = secrets.token_hex(3)  # in every unique_name: a database cluster may outlive a run
 
     # -- what each backend does its own way ---------------------------------------------------
     @abstractmethod
@@ -153,8 +155,10 @@ class LettaBackend(ABC):
     def drop_database(self, name: str) -> None:
         self.database_server().drop_database(name)
 
-    def unique_name(self, version: str) -> str:
-        return f"letta_{version.replace('.', '_')}_{next(self._counter)}"
+    def unique_name(self, *parts: str) -> str:
+        """A database or directory name no other path, entry or run uses: ``parts`` (dots become
+        underscores, e.g. ``("handfix", "0.12.1", "0.16.8")``), this run's token and a counter."""
+        return "_".join([p.replace(".", "_") for p in parts] + [self._run, str(next(self._counter))])
 
     def template(self, version: str) -> str:
         """The name of a template database at ``version``'s alembic head, built once per

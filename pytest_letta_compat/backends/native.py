@@ -131,7 +131,7 @@ class NativeBackend(LettaBackend):
                      password: str | None = None) -> NativeStack:
         install = self._install(version)
         if database is None:
-            database = self.unique_name(version)
+            database = self.unique_name("letta", version)
             self.create_database(database, version=version)
         workdir = self.workdir / f"{database}-{next(self._counter)}"
         (workdir / "redis").mkdir(parents=True, exist_ok=True)

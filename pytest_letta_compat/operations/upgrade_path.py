@@ -116,7 +116,7 @@ class UpgradePath:
         self.fake = fake
         self.workdir = Path(workdir)
         self.password = secrets.token_urlsafe(16)
-        prefix = name or f"path_{from_version}_{to_version}".replace(".", "_")  # of its databases' names
+        prefix = backend.unique_name(name or "path", from_version, to_version)  # of its databases' names
         self.seeded, self.upgraded = f"{prefix}_seeded", f"{prefix}_upgraded"
         self._names = (f"{prefix}_{n}" for n in itertools.count(1))
         self.backup_dir = self.workdir / "backup"

@@ -191,7 +191,7 @@ class DockerBackend(LettaBackend):
             return self.compose.stack()
         image = self.letta_image(version)
         if database is None:
-            database = self.unique_name(version)
+            database = self.unique_name("letta", version)
             self.create_database(database, version=version)
         secure = secure or password is not None
         password = password or (secrets.token_urlsafe(18) if secure else None)

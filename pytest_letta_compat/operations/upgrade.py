@@ -196,9 +196,7 @@ def apply_upgrade(request: UpgradeRequest, progress: Progress = print) -> Upgrad
         database.recreate(found.layout, lay_out=True)
         progress(f"migrating the empty database to {plan.target_revision} (Letta {request.to_version})")
     elif not plan.pending:
-        progress(f"nothing to migrate: {request.from_version} and {request.to_version} share alembic head "
-                 f"{plan.target_revision}" if versions.share_head(request.from_version, request.to_version) else
-                 f"the database is already at {plan.target_revision} (Letta {request.to_version}): nothing to migrate")
+        progress(_nothing_to_migrate(request, plan.target_revision))
     else:
         progress(f"migrating from {plan.revision_text} to {plan.target_revision} (Letta {request.to_version}): "
                  f"{len(plan.pending)} revisions{resuming(plan)}")
@@ -261,6 +259,13 @@ def finish_upgrade(request: UpgradeRequest, progress: Progress = print):
 
 
 # -- the plan, in words ------------------------------------------------------------------------
+def _nothing_to_migrate(request: UpgradeRequest, target: str) -> str:
+    """Why no revision is pending: the two releases share a head, or the database is there already."""
+    if versions.share_head(request.from_version, request.to_version):
+        return f"nothing to migrate: {request.from_version} and {request.to_version} share alembic head {target}"
+    return f"the database is already at {target} (Letta {request.to_version}): nothing to migrate"
+
+
 def format_plan(found: Assessment) -> str:
     request, plan = found.request, found.plan
     target = versions.server_release(request.to_version).alembic_head
@@ -282,9 +287,7 @@ def format_plan(found: Assessment) -> str:
                                      "no LETTA_ENCRYPTION_KEY (Letta's data-encryption backfills are skipped; "
                                      "--encryption-key-env NAME passes yours)")))
     else:
-        steps.append(("migrate", f"nothing to migrate: {request.from_version} and {request.to_version} share alembic "
-                                 f"head {target}" if versions.share_head(request.from_version, request.to_version)
-                      else "nothing to do: the database is already at the target head"))
+        steps.append(("migrate", _nothing_to_migrate(request, target)))
     steps.append(("fix-ups", "; ".join(str(r) for r in found.drift) + " (checked again after the migration)"))
     steps.append(("switch", f"you: stop Letta {request.from_version}, start Letta {request.to_version} on this "
                             "database"))

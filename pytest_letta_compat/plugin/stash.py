@@ -5,11 +5,9 @@ from __future__ import annotations
 import pytest
 
 MATRIX_KEY = pytest.StashKey[object]()
-MATRIX_SOURCE_KEY = pytest.StashKey[str]()
 SESSION_START_KEY = pytest.StashKey[float]()
 STACKS_KEY = pytest.StashKey[list]()
 PHASE_KEY = pytest.StashKey[tuple]()  # (nodeid, 'setup' | 'call' | 'teardown') running now
 STARTED_BY_KEY = pytest.StashKey[dict]()  # stack -> the phase that started it, or a reporting.Prestarted
 PRESTART_KEY = pytest.StashKey[object]()  # plugin/prestart.Prestart, when starting ahead is on
 BACKEND_KEY = pytest.StashKey[object]()
-SHARD_KEY = pytest.StashKey[object]()

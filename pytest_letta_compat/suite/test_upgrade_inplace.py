@@ -12,6 +12,8 @@ import pytest
 
 from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat import versions
+from pytest_letta_compat.plugin.reporting import NOTE_PROPERTY
+from pytest_letta_compat.versions_upgrades import FIXUP_NOTE
 from pytest_letta_compat.rest.agents import assistant_texts, send_message
 from pytest_letta_compat.operations.database import LettaDatabase
 from pytest_letta_compat.operations.fixups import SequenceBehind, SequenceDefault, run_fixups
@@ -28,7 +30,7 @@ def revision_of(postgres, database: str) -> str:
 
 
 def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_path, letta_postgres,
-                                         letta_server_factory, tmp_path):
+                                         letta_server_factory, tmp_path, record_property):
     """Its own servers, on its own copy of the path's seeded database: the CLI backs up from
     the old server live on that database, must refuse to migrate under it, and migrates once
     the operator has stopped it; then the new server starts on what the CLI produced."""
@@ -83,6 +85,10 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert revision_of(letta_postgres, database) == new_head
     assert f"start Letta {new}" in applied.stdout and "letta-compat verify" in applied.stdout
+    repaired = [line.removeprefix("fix-up ").removesuffix(" -> repaired") for line in applied.stdout.splitlines()
+                if line.startswith("fix-up ") and line.endswith(" -> repaired")]
+    if repaired:  # the server-upgrade table names the fix-ups a path needs
+        record_property(NOTE_PROPERTY, FIXUP_NOTE + "; ".join(repaired))
 
     after = letta_server_factory(new, database=database, password=password)
     verify = letta_compat("verify", "--url", after.url, str(backup_dir), api_key=password, cache=cache)

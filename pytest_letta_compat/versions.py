@@ -21,20 +21,23 @@ class ServerRelease:
     released: str  # PyPI upload date (UTC)
     exclude_newer: str  # uv --exclude-newer timestamp used for its dependencies
     alembic_head: str
+    pins: tuple[str, ...] = ()  # what a fresh install needs besides the release (its own bugs)
 
     @property
     def pip_spec(self) -> str:
         return f"letta[postgres,server,redis]=={self.version}"
 
 
-def _row(version: str, released: str, exclude_newer: str, head: str) -> ServerRelease:
-    return ServerRelease(version, released, f"{exclude_newer}T00:00:00Z", head)
+def _row(version: str, released: str, exclude_newer: str, head: str, pins: tuple[str, ...] = ()) -> ServerRelease:
+    return ServerRelease(version, released, f"{exclude_newer}T00:00:00Z", head, pins)
 
 
 SERVER_RELEASES: dict[str, ServerRelease] = {
     r.version: r
     for r in [
-        _row("0.11.0", "2025-08-07", "2025-08-09", "05c3bc564286"),
+        # 0.11.0 imports openai's ``Function`` type (gone from openai 1.99.2 on) and ``sqlite_vec``
+        # (an optional dependency) unconditionally: a fresh install does not start without these
+        _row("0.11.0", "2025-08-07", "2025-08-09", "05c3bc564286", ("openai==1.99.1", "sqlite-vec")),
         _row("0.11.2", "2025-08-08", "2025-08-10", "5fb8bba2c373"),
         _row("0.11.3", "2025-08-12", "2025-08-13", "5fb8bba2c373"),
         _row("0.11.4", "2025-08-20", "2025-08-22", "ffb17eb241fc"),

@@ -79,8 +79,10 @@ def _marker(version: str, cache: Path) -> tuple[Path, Path, str]:
     """``version``'s venv in the cache, the marker a complete install leaves, and what it must say."""
     release = versions.require_server_release(version, error=ProvisioningError)
     venv = cache / "servers" / version
-    return venv, venv / ".letta-compat-installed", json.dumps({"spec": release.pip_spec,
-                                                                "exclude_newer": release.exclude_newer})
+    facts = {"spec": release.pip_spec, "exclude_newer": release.exclude_newer}
+    if release.pins:  # (a marker without them is an install from before they were known)
+        facts["pins"] = list(release.pins)
+    return venv, venv / ".letta-compat-installed", json.dumps(facts)
 
 
 def server_installed(version: str, cache: Path) -> bool:
@@ -109,7 +111,7 @@ def ensure_server(version: str, cache: Path) -> ServerInstall:
             # the servers need a Python they support (3.11-3.13); the one running us will do
             _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], f"Creating a venv for Letta {version}")
             _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
-                  "--exclude-newer", release.exclude_newer, release.pip_spec],
+                  "--exclude-newer", release.exclude_newer, release.pip_spec, *release.pins],
                  f"Installing Letta server {version} ({release.pip_spec}, dependencies as of "
                  f"{release.exclude_newer})")
         marker.write_text(wanted)

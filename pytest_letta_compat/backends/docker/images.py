@@ -208,7 +208,7 @@ def build_letta(client, version: str, base: str, cache: Path, workdir: Path,
         args = {"BASE_IMAGE": base, "UV_VERSION": importlib.metadata.version("uv"),
                 "MIGRATIONS_SOURCE": migrator.version, "MIGRATIONS_EXCLUDE_NEWER": migrator.exclude_newer,
                 "LETTA_VERSION": version, "LETTA_EXCLUDE_NEWER": release.exclude_newer,
-                "LETTA_ALEMBIC_HEAD": release.alembic_head}
+                "LETTA_ALEMBIC_HEAD": release.alembic_head, "LETTA_PINS": " ".join(release.pins)}
         return _stream_build(client, context, "letta.Dockerfile", local_letta(version), args,
                              workdir / f"build-letta-{version}.log", progress)
     finally:

@@ -32,10 +32,11 @@ COPY migrations/ /opt/letta-migrations/
 ARG LETTA_VERSION
 ARG LETTA_EXCLUDE_NEWER
 ARG LETTA_ALEMBIC_HEAD
+ARG LETTA_PINS=""
 RUN if [ "${LETTA_VERSION}" = "${MIGRATIONS_SOURCE}" ]; then ln -s /opt/letta-migrator /opt/letta; else \
       /opt/uv/bin/uv venv --quiet --python /usr/bin/python3 /opt/letta \
       && /opt/uv/bin/uv pip install --quiet --no-cache --python /opt/letta/bin/python \
-           --exclude-newer "${LETTA_EXCLUDE_NEWER}" "letta[postgres,server,redis]==${LETTA_VERSION}"; fi
+           --exclude-newer "${LETTA_EXCLUDE_NEWER}" "letta[postgres,server,redis]==${LETTA_VERSION}" ${LETTA_PINS}; fi
 
 COPY letta-entrypoint.sh letta-migrate.sh /usr/local/bin/
 ENV PATH=/opt/letta/bin:$PATH LETTA_VERSION=${LETTA_VERSION} LETTA_ALEMBIC_HEAD=${LETTA_ALEMBIC_HEAD} \

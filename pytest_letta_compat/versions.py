@@ -35,9 +35,9 @@ def _row(version: str, released: str, exclude_newer: str, head: str, pins: tuple
 SERVER_RELEASES: dict[str, ServerRelease] = {
     r.version: r
     for r in [
-        # 0.11.0 imports openai's ``Function`` type (gone from openai 1.99.2 on) and ``sqlite_vec``
-        # (an optional dependency) unconditionally: a fresh install does not start without these
-        _row("0.11.0", "2025-08-07", "2025-08-09", "05c3bc564286", ("openai==1.99.1", "sqlite-vec")),
+        # 0.11.0 imports openai's ``Function`` type, gone from openai 1.99.2 on (0.11.2 fixed the
+        # import): a fresh install of 0.11.0 exits at its first import without this pin
+        _row("0.11.0", "2025-08-07", "2025-08-09", "05c3bc564286", ("openai==1.99.1",)),
         _row("0.11.2", "2025-08-08", "2025-08-10", "5fb8bba2c373"),
         _row("0.11.3", "2025-08-12", "2025-08-13", "5fb8bba2c373"),
         _row("0.11.4", "2025-08-20", "2025-08-22", "ffb17eb241fc"),
@@ -73,6 +73,12 @@ LETTA_CODE_PYPI_MIN = _letta_code.PYPI_MIN
 
 POSTGRES_EMBEDDED_MAJORS = (16, 18)
 POSTGRES_MIN_MAJOR = 15  # 39577145c45d (0.16.1) uses UNIQUE NULLS NOT DISTINCT
+
+
+def spelled(text: str) -> str:
+    """A release as an operator may write it: ``v0.16.2`` (as image tags are) is ``0.16.2``."""
+    text = text.strip()
+    return text[1:] if text[:1] in ("v", "V") and text[1:2].isdigit() else text
 
 
 def server_release(version: str) -> ServerRelease | None:

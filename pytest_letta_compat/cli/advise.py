@@ -10,6 +10,7 @@ from packaging.version import Version
 from .. import versions
 from .. import versions_letta_code as lc
 from ..errors import LettaCompatError
+from . import advise_path
 
 _OK = (lc.WORKS, lc.WARNS)
 
@@ -38,9 +39,9 @@ def print_letta_code_table() -> int:
     return 0
 
 
-def _check_server(version: str) -> None:
+def _check_server(version: str, option: str = "--server") -> None:
     if version not in versions.SERVER_RELEASES:
-        raise LettaCompatError(f"--server {version!r} is not a Letta server release. Allowed: "
+        raise LettaCompatError(f"{option} {version!r} is not a Letta server release. Allowed: "
                                f"{', '.join(versions.known_server_versions())}.")
 
 
@@ -66,10 +67,35 @@ def _verdict(pair: dict) -> str:
     return "works"
 
 
+def _letta_code_after(target: str) -> str:
+    """One line: which Letta Code works on ``target`` (the server after the upgrade)."""
+    compat = lc.compat_table() or {"servers": [], "pairs": []}
+    if target not in compat["servers"]:
+        return f"Letta Code on {target}: not measured (`letta-compat versions --letta-code` shows what was)."
+    working = sorted((p["letta_code"] for p in compat["pairs"] if p["server"] == target and p["outcome"] in _OK),
+                     key=Version)
+    return f"Letta Code on {target} after the upgrade: " + (
+        f"{working[0]} to {working[-1]} work (measured lines stand for their releases)" if working
+        else "no measured release works")
+
+
 def cmd_advise(args: argparse.Namespace) -> int:
     _check_server(args.server)
     if args.letta_code:
         _check_letta_code(args.letta_code)
+    path_code = 0
+    if args.to or not args.letta_code:  # the operator's first question: the server path
+        target = args.to or advise_path.vu.FINAL
+        if target == args.server and not args.to:
+            print(f"Letta {args.server} is the final server release (the server repository is archived): "
+                  "no server upgrade is left.")
+        else:
+            _check_server(target, "--to")
+            advise_path.check_path(args.server, target)
+            lines, path_code = (advise_path.measure if args.measure else advise_path.path_lines)(args.server, target)
+            print("\n".join(lines))
+            print(_letta_code_after(target))
+        print()
     compat = lc.compat_table()
     if not compat:
         raise LettaCompatError("this installation ships no measured Letta Code table; run the matrix "
@@ -81,11 +107,11 @@ def cmd_advise(args: argparse.Namespace) -> int:
         print(f"Letta Code on server {server}: fails (declared, the floor): Letta Code creates letta_v1_agent "
               "agents, which Letta 0.11.x refuses (POST /v1/agents/ answers 422) before the first turn.\n"
               f"lowest measured server: {compat['servers'][0]}")
-        return 1
+        return 1 if args.letta_code else path_code
     if server not in compat["servers"]:
         print(f"Letta server {server} was not measured (measured: {', '.join(compat['servers'])}); "
               "run matrices/letta-code-table.toml with it to know.")
-        return 1
+        return 1 if args.letta_code else path_code
     pairs = [p for p in compat["pairs"] if p["server"] == server]
     working = [p["letta_code"] for p in pairs if p["outcome"] in _OK]
     newest = max(working, key=Version) if working else None
@@ -108,11 +134,18 @@ def cmd_advise(args: argparse.Namespace) -> int:
             print(f"  Letta Code {p['letta_code']:<8} {_verdict(p)}")
     print(f"newest Letta Code for server {server}: {newest or 'none measured works'}"
           + (f" (newest release: {lc.newest()}; measured lines stand for their releases)" if newest else ""))
-    return code
+    return max(code, path_code)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    advise = sub.add_parser("advise", help="does Letta Code X work with server Y? (from the measured table)")
-    advise.add_argument("--server", required=True, help="the Letta server release you run, e.g. 0.16.2")
+    advise = sub.add_parser("advise", help="will the server upgrade X -> Y work, and does Letta Code Z work with "
+                                           "server X? (from the measured tables)")
+    advise.add_argument("--server", required=True, type=versions.spelled,
+                        help="the Letta server release you run, e.g. 0.16.2 (or v0.16.2)")
+    advise.add_argument("--to", type=versions.spelled,
+                        help="the server release you plan to move to (default: the final release, 0.16.8)")
+    advise.add_argument("--measure", action="store_true",
+                        help="measure the server path on this machine instead of reading the table (real servers, "
+                             "a few minutes)")
     advise.add_argument("--letta-code", help="the Letta Code release you run or plan to run, e.g. 0.34.12")
     advise.set_defaults(func=cmd_advise)

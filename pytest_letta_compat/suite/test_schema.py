@@ -17,17 +17,13 @@ from pytest_letta_compat.schema.inspect import read_schema
 pytestmark = pytest.mark.letta_check("schema")
 
 
-def _db_name(*parts: str) -> str:
-    return "_".join(parts).replace(".", "_").replace("-", "_")
-
-
 def _problems(report) -> str:
     return "\n".join(f"  {finding}" for finding in report.problems)
 
 
 def test_fresh_database_matches_the_versions_models(letta_server_entry, letta_postgres):
     version = letta_server_entry.version
-    name = _db_name("schema_fresh", version)
+    name = letta_postgres.unique_name("schema_fresh", version)
     letta_postgres.create_database(name, version=version)
     try:
         report = check_database(letta_postgres.dsn(name), version, letta_postgres.cache)
@@ -42,7 +38,7 @@ def test_fresh_database_matches_the_versions_models(letta_server_entry, letta_po
 def test_database_laid_out_in_public_is_found_and_judged(letta_server_entry, letta_postgres):
     """An operator's own PostgreSQL without init.sql keeps Letta's tables in ``public``."""
     version = letta_server_entry.version
-    name = _db_name("schema_public", version)
+    name = letta_postgres.unique_name("schema_public", version)
     letta_postgres.create_database(name, version=version)
     try:
         with letta_postgres.connect(name) as conn:
@@ -67,7 +63,7 @@ def test_upgraded_database_is_identical_to_a_fresh_one(letta_upgrade_entry, lett
     """The path's database, seeded by the old server (agents, messages, an archival passage: data
     for the backfills to run over) and upgraded as ``letta-compat upgrade --apply`` does."""
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
-    upgraded, fresh = letta_upgrade_path.upgraded, _db_name("schema_fresh_target", old, new)
+    upgraded, fresh = letta_upgrade_path.upgraded, letta_postgres.unique_name("schema_fresh_target", old, new)
     letta_postgres.create_database(fresh, version=new)
     try:
         with letta_postgres.connect(upgraded) as a, letta_postgres.connect(fresh) as b:

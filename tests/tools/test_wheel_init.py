@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_letta_compat import versions
+from pytest_letta_compat import versions_upgrades as vu
 from pytest_letta_compat.cache import ENV_VAR as CACHE_ENV, cache_root
 
 pytestmark = pytest.mark.letta_check("smoke")
@@ -69,24 +71,31 @@ def wheel(tmp_path_factory) -> Path:
     return built
 
 
-def test_init_then_the_shipped_suite_passes_from_the_wheel_alone(wheel, tmp_path_factory, pytestconfig):
+@pytest.fixture(scope="module")
+def operator(wheel, tmp_path_factory, pytestconfig):
+    """A fresh venv with nothing but the wheel installed: (venv, env, warm cache)."""
     venv = tmp_path_factory.mktemp("operator-venv")
-    repo = tmp_path_factory.mktemp("operator-repo")  # empty: no conftest, no tests, no clone
-    assert not any(repo.iterdir())
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LETTA_MATRIX", "PYTEST_ADDOPTS", "PYTEST_PLUGINS",
                         "LETTA_SERVER_PASSWORD")}
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     cache = cache_root(pytestconfig.getoption("--letta-cache-dir") or os.environ.get(CACHE_ENV)
                        or pytestconfig.getini("letta_cache_dir") or None)  # warm: no reinstall of Letta
-
-    proc = run([sys.executable, "-m", "venv", str(venv)], repo, env, 300)
+    here = tmp_path_factory.mktemp("install-from")
+    proc = run([sys.executable, "-m", "venv", str(venv)], here, env, 300)
     assert proc.returncode == 0, output(proc)
-    proc = run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], repo, env, 600)
+    proc = run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)], here, env, 600)
     assert proc.returncode == 0, output(proc)
-    proc = run([str(venv / "bin" / "python"), "-c", "import pytest_letta_compat as p; print(p.__file__)"], repo, env, 60)
+    proc = run([str(venv / "bin" / "python"), "-c", "import pytest_letta_compat as p; print(p.__file__)"], here, env, 60)
     installed = Path(proc.stdout.strip())
     assert installed.is_relative_to(venv) and not installed.is_relative_to(ROOT), installed
+    return venv, env, cache
+
+
+def test_init_then_the_shipped_suite_passes_from_the_wheel_alone(operator, tmp_path_factory):
+    venv, env, cache = operator
+    repo = tmp_path_factory.mktemp("operator-repo")  # empty: no conftest, no tests, no clone
+    assert not any(repo.iterdir())
 
     (repo / "docker-compose.yml").write_text(COMPOSE)
     proc = run([str(venv / "bin" / "letta-compat"), "init", "--compose", "docker-compose.yml"], repo, env, 120)
@@ -107,3 +116,42 @@ def test_init_then_the_shipped_suite_passes_from_the_wheel_alone(wheel, tmp_path
     assert "site-packages/pytest_letta_compat/suite/test_smoke.py" in proc.stdout, output(proc)
     assert str(ROOT) not in proc.stdout
     assert re.search(r"^server-0\.16\.8\s+pass\s*$", proc.stdout, re.M), output(proc)
+
+
+# Paths none of this project's matrices name, in one run, from the wheel alone (issue #21):
+# a same-head bump (nothing to migrate), and the longest jump, from the first release, to the
+# same target: two paths to one target, so every database name must be unique per path.
+PATHS = """name = "where-operators-stand"
+[[upgrade]]
+from = "0.16.7"
+to = "0.16.8"
+[[upgrade]]
+from = "0.11.0"
+to = "0.16.8"
+"""
+
+
+def test_same_head_and_the_longest_jump_to_one_target_pass_from_the_wheel(operator, tmp_path_factory):
+    venv, env, cache = operator
+    repo = tmp_path_factory.mktemp("operator-paths")
+    (repo / "paths.toml").write_text(PATHS)
+    proc = run([str(venv / "bin" / "pytest"), "--letta-matrix", "paths.toml", "--letta-suite", "--letta-checks",
+                "upgrade,schema", "-k", "through_the_cli or identical_to_a_fresh_one", f"--letta-cache-dir={cache}",
+                "-p", "no:cacheprovider", "-rs"], repo, env, 1800)
+    assert proc.returncode == 0, output(proc)
+    assert re.search(r"^upgrade-0\.16\.7-to-0\.16\.8\s+pass\s+pass\s*$", proc.stdout, re.M), output(proc)
+    assert re.search(r"^upgrade-0\.11\.0-to-0\.16\.8\s+pass\s+pass\s*$", proc.stdout, re.M), output(proc)
+    assert "4 passed" in proc.stdout, output(proc)
+
+
+def test_advise_answers_the_server_path_for_every_release_from_the_wheel(operator, tmp_path_factory):
+    venv, env, _ = operator
+    here = tmp_path_factory.mktemp("operator-advise")
+    for version in versions.known_server_versions()[:-1]:
+        proc = run([str(venv / "bin" / "letta-compat"), "advise", "--server", version], here, env, 60)
+        assert proc.returncode in (0, 1), output(proc)
+        path = vu.measured_path(version, vu.FINAL)
+        assert path is not None, f"the shipped table has no row for {version} -> {vu.FINAL}"
+        assert f"Server upgrade {version} -> {vu.FINAL}:" in proc.stdout
+        assert path["verdict"] in proc.stdout and "not measured yet" not in proc.stdout.split("one release")[0]
+        assert "matrices/" not in proc.stdout.split("Letta Code on")[0]

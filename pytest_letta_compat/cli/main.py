@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "needs_dsn", False) and not args.dsn:
+        print(f"letta-compat: error: {operations.DSN_MISSING}", file=sys.stderr)
+        return 2
     try:
         with progress.reporting_to(lambda line: print(f"letta-compat: {line}", file=sys.stderr, flush=True)):
             return args.func(args)

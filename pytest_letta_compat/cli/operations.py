@@ -113,11 +113,17 @@ def _register_convert(sub) -> None:
     p.set_defaults(func=cmd_convert)
 
 
-def _dsn_arg(p: argparse.ArgumentParser) -> None:
-    env = os.environ.get("LETTA_PG_URI")
-    p.add_argument("--dsn", default=env, required=not env,
-                   help="Letta's database, postgresql://USER:PASSWORD@HOST:5432/DB (default $LETTA_PG_URI, which "
-                        "keeps the password off the command line; never printed)")
+DSN_MISSING = ("Letta's database is not given: set $LETTA_PG_URI (it keeps the password off the command line) "
+               "or pass --dsn postgresql://USER:PASSWORD@HOST:5432/DB. The host must be reachable from where "
+               "letta-compat runs (for a compose stack: the published port on localhost, not the service name).")
+
+
+def dsn_argument(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--dsn``, defaulting to $LETTA_PG_URI; main() says DSN_MISSING when neither is there."""
+    p.add_argument("--dsn", default=os.environ.get("LETTA_PG_URI"),
+                   help=help or "Letta's database, postgresql://USER:PASSWORD@HOST:5432/DB (default $LETTA_PG_URI, "
+                                "which keeps the password off the command line; never printed)")
+    p.set_defaults(needs_dsn=True)
 
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
@@ -159,7 +165,7 @@ def _register_upgrade(sub) -> None:
     p = sub.add_parser("upgrade", help="plan (dry run) or carry out a database upgrade, backup first")
     p.add_argument("--from", dest="from_version", required=True, metavar="V1", help="the version running now")
     p.add_argument("--to", dest="to_version", required=True, metavar="V2", help="the version to upgrade to")
-    _dsn_arg(p)
+    dsn_argument(p)
     _server_args(p)
     p.add_argument("--backup", required=True, metavar="DIR",
                    help="a verified backup of this server, or an empty directory to make one in")
@@ -175,7 +181,7 @@ def _register_upgrade(sub) -> None:
 
 def _register_rollback(sub) -> None:
     p = sub.add_parser("rollback", help="put the database back from a backup's pg_dump archive")
-    _dsn_arg(p)
+    dsn_argument(p)
     p.add_argument("--backup", required=True, metavar="DIR", help="the backup made before the upgrade")
     p.set_defaults(func=cmd_rollback)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from ..cache import cache_root
 from ..schema.compare import DriftReport, check_database
 from ..postgres.client import shown_dsn
+from .operations import dsn_argument
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
@@ -51,9 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Compare a live database with the schema Letta VERSION's own models expect and with its "
                     "alembic head. Exit 0: ready. Exit 1: each problem is printed as `table.column: what is "
                     "wrong`. Exit 2: bad input (cannot connect, unknown version).")
-    env = os.environ.get("LETTA_PG_URI")
-    check.add_argument("--dsn", default=env, required=not env,
-                       help="postgresql://USER:PASSWORD@HOST:PORT/DB (default $LETTA_PG_URI, which keeps the "
+    dsn_argument(check, help="postgresql://USER:PASSWORD@HOST:PORT/DB (default $LETTA_PG_URI, which keeps the "
                             "password off the command line; Letta's +pg8000/+asyncpg spellings work too; "
                             "the password is never printed)")
     check.add_argument("--server-version", required=True, metavar="VERSION",

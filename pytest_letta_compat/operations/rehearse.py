@@ -95,6 +95,10 @@ class RehearsalRequest:
                                        f"Allowed: {describe_allowed()}.")
         if self.dump is not None:
             self.dump = Path(self.dump)
+            if self.dump.is_dir():
+                raise LettaCompatError(f"--dump {self.dump} is a directory: give the dump file itself (pg_dump -Fc or "
+                                       "plain SQL), e.g. --dump letta.dump. A letta-compat backup directory holds "
+                                       "one as database.dump.")
             if not self.dump.is_file():
                 raise LettaCompatError(f"--dump {self.dump}: no such file. Take one with `docker exec letta-db "
                                        "pg_dump -U letta -Fc letta > letta.dump`.")

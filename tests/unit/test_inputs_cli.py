@@ -267,3 +267,18 @@ def test_upgrade_mistyped_scheme_never_shows_the_password(tmp_path, capsys):
                                    f"postgresq://u:{SECRET}@localhost/letta", "--url", "http://127.0.0.1:9",
                                    "--backup", str(tmp_path / "b")])
     assert "postgresq://u:***@localhost/letta" in line
+
+
+@pytest.mark.parametrize("argv", [
+    ["upgrade", "--from", "0.16.2", "--to", "0.16.8", "--url", "http://127.0.0.1:9", "--backup", "b"],
+    ["schema", "check", "--server-version", "0.16.2"],
+])
+def test_a_missing_database_names_letta_pg_uri(capsys, monkeypatch, argv):
+    monkeypatch.delenv("LETTA_PG_URI", raising=False)
+    line = one_line_error(capsys, argv)
+    assert "$LETTA_PG_URI" in line and "--dsn" in line
+
+
+def test_rehearse_on_a_directory_asks_for_the_dump_file_itself(capsys, tmp_path):
+    line = one_line_error(capsys, ["rehearse", "--dump", str(tmp_path), "--to", "0.16.8"])
+    assert "is a directory" in line and "database.dump" in line

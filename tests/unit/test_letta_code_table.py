@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_letta_compat import versions_upgrades as vu
+
 from pytest_letta_compat import versions
 from pytest_letta_compat import versions_letta_code as lc
 from pytest_letta_compat.cache import cache_root
@@ -142,7 +144,8 @@ def test_the_measured_table_has_one_outcome_per_pair(measured):
                         "evidence": "E   AssertionError: the Read call never came back"}]
 
 
-def test_advise_answers_from_the_measured_table(measured, capsys):
+def test_advise_answers_from_the_measured_table(measured, capsys, monkeypatch):
+    monkeypatch.setattr(vu, "upgrade_table", lambda: {"measured": "-", "paths": []})
     code, out, _ = cli(capsys, "advise", "--server", "0.16.4", "--letta-code", "0.34.12")
     assert code == 0 and "Letta Code 0.34.12 on server 0.16.4: works with a warning: Warning: Your Docker" in out
     assert "lowest server for Letta Code 0.34.12: 0.16.4" in out and "newest Letta Code for server 0.16.4: 0.34.12" in out
@@ -150,8 +153,9 @@ def test_advise_answers_from_the_measured_table(measured, capsys):
     assert code == 1 and "fails" in out and "failing check: tool round trip (failed): E   AssertionError" in out
     code, out, _ = cli(capsys, "advise", "--server", "0.16.8", "--letta-code", "0.34.5")
     assert code == 0 and "(measured as 0.34.12, the last release of its line)" in out
-    code, out, _ = cli(capsys, "advise", "--server", "0.16.4")
-    assert code == 0 and "Letta Code 0.15.2" in out and "newest Letta Code for server 0.16.4: 0.34.12" in out
+    code, out, _ = cli(capsys, "advise", "--server", "0.16.4")  # and the server path, not measured here
+    assert code == 1 and "Server upgrade 0.16.4 -> 0.16.8:" in out and "not measured yet" in out
+    assert "Letta Code 0.15.2" in out and "newest Letta Code for server 0.16.4: 0.34.12" in out
 
 
 @pytest.mark.parametrize("argv, says", [(["--server", "0.99.0"], "--server '0.99.0' is not a Letta server release"),

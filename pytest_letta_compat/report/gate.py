@@ -60,7 +60,7 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
              matrix: str | Path | None = None, suite: str | Path | None = None,
              pytest_args: list[str] | None = None, report: str | None = None, echo=print,
              letta_code_from: str | None = None, letta_code_to: str | None = None) -> int:
-    from .letta_code_gate import letta_code_bump, run_letta_code_gate
+    from .letta_code_gate import letta_code_bump, run_letta_code_gate, server_replaced
 
     compose = Path(compose)
     if from_version is not None:
@@ -73,6 +73,12 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
     if new is None:
         raise LettaCompatError(f"{compose}: service `{service}` pins `{image}` by digest only; add the release tag "
                                "so the gate knows which version it is.")
+    replaced = server_replaced(compose, base_ref) if letta_code_to is None else None
+    if replaced:
+        echo(f"NOT compatible: {replaced}")
+        if report:
+            Report(matrix=str(compose), note=f"NOT compatible: {replaced}").write(report)
+        return 1
     lc_bump = letta_code_bump(compose, base_ref, letta_code_from, letta_code_to)  # the pinned Letta Code moves?
     old = from_version or version_at_ref(compose, base_ref)
     if old is None:

@@ -106,6 +106,43 @@ def pinned_letta_code(top: Path, ref: str | None) -> LettaCodePin | None:
     return None
 
 
+def _letta_pins(name: str, text: str) -> list[str]:
+    """Every exact ``letta==X`` of a requirements file or pyproject.toml, server or Letta Code."""
+    if name.endswith("package.json"):
+        return []
+    if name.endswith(".toml"):
+        try:
+            project = tomllib.loads(text).get("project") or {}
+        except tomllib.TOMLDecodeError:
+            return []
+        lines = list(project.get("dependencies") or [])
+        for extra in (project.get("optional-dependencies") or {}).values():
+            lines += list(extra)
+    else:
+        lines = text.splitlines()
+    return [m.group(1) for m in map(_PIN.match, map(str, lines)) if m]
+
+
+def server_replaced(compose: Path, base_ref: str) -> str | None:
+    """PyPI's ``letta`` is the Letta server up to 0.16.8 and Letta Code from 0.32.13 on: a pin
+    that crosses that line (``letta==0.16.8`` -> ``letta==0.34.12``, a bot's usual bump) swaps
+    one program for another. The sentence that says so, or None."""
+    top_out = _git(["rev-parse", "--show-toplevel"], compose.resolve().parent)
+    if top_out.returncode != 0:
+        return None
+    top = Path(top_out.stdout.strip())
+    for name in _candidates(top, None):
+        then, now = (_letta_pins(name, _read(top, ref, name) or "") for ref in (base_ref, None))
+        servers = [v for v in then if Version(v) < lc.PYPI_MIN]
+        codes = [v for v in now if Version(v) >= lc.PYPI_MIN]
+        if servers and codes:
+            return (f"{name} moves `letta` from {servers[0]} to {codes[0]}: up to 0.16.8 PyPI's `letta` is the Letta "
+                    f"server, from {lc.PYPI_MIN} on it is Letta Code, another program. This replaces the Letta "
+                    "server with Letta Code. Keep the server pinned (letta==0.16.8 is its final release) and "
+                    "install Letta Code beside it (npm @letta-ai/letta-code, or `letta` in its own environment).")
+    return None
+
+
 def letta_code_bump(compose: Path, base_ref: str, old: str | None = None,
                     new: str | None = None) -> tuple[LettaCodePin, LettaCodePin] | None:
     """(before, after) when the Letta Code pin moves between ``base_ref`` and the work tree

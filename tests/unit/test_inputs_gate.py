@@ -132,3 +132,44 @@ def test_yaml_errors_name_the_place_not_the_line(tmp_path):
     with pytest.raises(compose_file.ComposeError) as info:
         compose_file.load(path)
     assert "line 4" in str(info.value) and "sk-planted" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, before, after", [
+    ("requirements.txt", "letta==0.16.8\nhttpx==0.28.1\n", "letta==0.34.12\nhttpx==0.28.1\n"),
+    ("pyproject.toml", '[project]\nname = "ops"\ndependencies = ["letta[server]==0.16.8"]\n',
+     '[project]\nname = "ops"\ndependencies = ["letta[server]==0.34.12"]\n'),
+])
+def test_a_letta_pin_that_crosses_into_letta_code_replaces_the_server(tmp_path, capsys, git, monkeypatch, name,
+                                                                      before, after):
+    """PyPI's `letta` is the server up to 0.16.8 and Letta Code from 0.32.13: a bot's bump
+    letta==0.16.8 -> 0.34.12 is not a Letta Code upgrade but another program (issue #25, row 1)."""
+    from pytest_letta_compat.report import letta_code_gate
+
+    # were it taken for a Letta Code bump, the gate would run one (and pass): say so at once
+    monkeypatch.setattr(letta_code_gate, "run_letta_code_gate", lambda *a, **k: 0)
+    compose(tmp_path, "letta/letta:0.16.8")
+    git(tmp_path, "init", "-q")
+    (tmp_path / name).write_text(before)
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "server 0.16.8")
+    (tmp_path / name).write_text(after)
+    git(tmp_path, "commit", "-qam", "bump letta")
+    code, out, _ = gate(capsys, "--compose", str(tmp_path / "docker-compose.yml"),
+                        "--report", str(tmp_path / "gate.json"))
+    assert code == 1
+    assert "NOT compatible" in out and "replaces the Letta server with Letta Code" in out
+    assert f"{name} moves `letta` from 0.16.8 to 0.34.12" in out
+    assert "replaces the Letta server" in load_report(tmp_path / "gate.json").note
+
+
+def test_a_letta_code_pin_moving_within_letta_code_is_not_called_a_replacement(tmp_path, capsys, git, monkeypatch):
+    from pytest_letta_compat.report import letta_code_gate
+
+    compose(tmp_path, "letta/letta:0.16.8")
+    git(tmp_path, "init", "-q")
+    (tmp_path / "requirements.txt").write_text("letta==0.32.19\n")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "Letta Code 0.32.19")
+    (tmp_path / "requirements.txt").write_text("letta==0.34.12\n")
+    git(tmp_path, "commit", "-qam", "bump")
+    assert letta_code_gate.server_replaced(tmp_path / "docker-compose.yml", "HEAD~1") is None

@@ -8,6 +8,7 @@ is named: an exact release, never a range, a tag or a guess such as ``99.0.0``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -58,8 +59,41 @@ def release(version: str) -> LettaCodeRelease | None:
 
 
 def is_known(version: object) -> bool:
+    """A release of the table that installs, or one published after the table (PyPI or npm has it)."""
     found = release(version) if isinstance(version, str) else None
-    return found is not None and found.installs
+    if found is not None:
+        return found.installs
+    return published_after_table(version)
+
+
+_EXACT = re.compile(r"\d+\.\d+\.\d+")
+_asked: list = []  # the registries' answer, asked once per process
+
+
+def registry_answer():
+    """What PyPI and npm publish (letta_code_registry.Answer), asked once per process."""
+    if not _asked:
+        from .letta_code_registry import published
+
+        _asked.append(published())
+    return _asked[0]
+
+
+def published_after_table(version: object) -> bool:
+    """True for an exact release the table does not list and a registry publishes."""
+    if not isinstance(version, str) or not _EXACT.fullmatch(version) or release(version) is not None:
+        return False
+    return version in registry_answer().versions
+
+
+def refusal(version: object) -> str:
+    """Why ``version`` is not accepted, naming what is: one sentence for every refusal."""
+    found = release(version) if isinstance(version, str) else None
+    if found is not None:
+        return (f"Letta Code {version} ({found.source}) is in the release table but does not install: "
+                f"{found.why_not}. Allowed: {describe_allowed()}.")
+    return f"Letta Code {version!r} is neither in the release table nor published on PyPI or npm. " \
+           f"Allowed: {describe_allowed()}."
 
 
 def newest() -> str:
@@ -79,8 +113,15 @@ def describe_allowed() -> str:
     """The accepted versions in one line, for error messages."""
     npm = [r.version for r in releases() if r.installs and r.source == "npm"]
     pypi = [r.version for r in releases() if r.installs and r.source == "pypi"]
+    answer = registry_answer()
+    newer = sorted((v for v in answer.versions if release(v) is None and Version(v) > Version(newest())), key=Version)
+    registries = (f"; the registries could not be asked ({answer.offline}), so only the table counts"
+                  if answer.offline and not answer.versions else
+                  f", or a release PyPI or npm published after it ({', '.join(newer[-3:])})" if newer else
+                  ", or a newer release once PyPI or npm publishes one")
     return (f"a Letta Code release that installs: {', '.join(npm)} (npm), {', '.join(pypi)} (PyPI) "
-            f"(table of {release_table()['refreshed']}; `letta-compat versions --letta-code` lists them)")
+            f"(table of {release_table()['refreshed']}; `letta-compat versions --letta-code` lists them)"
+            + registries)
 
 
 def version_key(version: str) -> Version | None:

@@ -1,7 +1,7 @@
 """Hypothesis runs derandomized under CI (CI=true): the same examples on every run, so a red CI
 names a real regression, never a new random draw; locally it keeps exploring. A run that
 changes the package's shipped data (pytest_letta_compat/data/) fails: only the scripts in
-scripts/ write it."""
+scripts/ write it. No test asks the real PyPI or npm registry what Letta Code they publish."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ except ImportError:  # the main job installs no test extra; those modules skip t
 if settings is not None:
     settings.register_profile("ci", derandomize=True, print_blob=True)
     settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+
+# Tests never ask the real registries whether a Letta Code release exists: a closed local port
+# answers for them (offline: the shipped table alone counts); a test that needs a registry
+# starts its own stand-in and points these at it.
+CLOSED_PORT_URL = "http://127.0.0.1:9"
+os.environ["LETTA_COMPAT_PYPI_URL"] = os.environ["LETTA_COMPAT_NPM_URL"] = CLOSED_PORT_URL
 
 
 SHIPPED_DATA = Path(__file__).resolve().parents[1] / "pytest_letta_compat" / "data"

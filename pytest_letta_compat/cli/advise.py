@@ -4,12 +4,17 @@ Letta Code release table and the server × Letta Code table measured by this pro
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
+from pathlib import Path
 
 from packaging.version import Version
 
 from .. import versions
 from .. import versions_letta_code as lc
 from ..errors import LettaCompatError
+from ..report.letta_code_gate import letta_code_matrix
+from ..report.measure import run_suite
 from . import advise_path
 
 _OK = (lc.WORKS, lc.WARNS)
@@ -47,7 +52,7 @@ def _check_server(version: str, option: str = "--server") -> None:
 
 def _check_letta_code(version: str) -> None:
     if not lc.is_known(version):
-        raise LettaCompatError(f"--letta-code {version!r} is not in the release table. Allowed: {lc.describe_allowed()}.")
+        raise LettaCompatError(f"--letta-code: {lc.refusal(version)}")
 
 
 def _measured_line(version: str, measured: list[str]) -> str | None:
@@ -96,45 +101,82 @@ def cmd_advise(args: argparse.Namespace) -> int:
             print("\n".join(lines))
             print(_letta_code_after(target))
         print()
-    compat = lc.compat_table()
-    if not compat:
-        raise LettaCompatError("this installation ships no measured Letta Code table; run the matrix "
-                               "matrices/letta-code-table.toml yourself.")
+    return max(_letta_code_part(args), path_code)
+
+
+def measure_letta_code_command(server: str, letta_code: str) -> str:
+    """The command, with the installed package, that measures Letta Code on a server."""
+    return f"letta-compat advise --server {server} --letta-code {letta_code} --measure"
+
+
+def _measure_letta_code(server: str, version: str) -> int:
+    """Run the shipped letta_code checks for ``version`` against a real Letta ``server`` now."""
+    print(f"Measuring Letta Code {version} on Letta {server}: the shipped letta_code checks on a real server "
+          "(about a minute once both are installed) …", flush=True)
+    with tempfile.TemporaryDirectory(prefix="letta-compat-advise-") as tmp:
+        report = Path(tmp) / "measured.json"
+        run_suite(letta_code_matrix(server, version, None), name="advise-letta-code", checks=("letta_code",),
+                  report=report)
+        table = lc.compat_from_report(json.loads(report.read_text()), command="", measured="now") \
+            if report.is_file() else {"pairs": []}
+    pair = next((p for p in table["pairs"] if (p["server"], p["letta_code"]) == (server, version)), None)
+    if pair is None:
+        print(f"Letta Code {version} on server {server}: no check ran (the pytest output above says why).")
+        return 1
+    print(f"Letta Code {version} on server {server}, measured now: {_verdict(pair)}")
+    return 1 if pair["outcome"] == lc.FAILS else 0
+
+
+def _letta_code_part(args: argparse.Namespace) -> int:
+    """What advise says of Letta Code on the operator's server; its exit code counts only when
+    --letta-code was asked about."""
+    server, asked = args.server, args.letta_code
+    compat = lc.compat_table() or {"measured": "-", "servers": [], "letta_code": [], "pairs": []}
+    if Version(server) < Version("0.12"):
+        lowest = min(compat["servers"] or ["0.16.2"], key=Version)
+        print(f"Letta Code on server {server}: does not work. Letta Code creates letta_v1_agent agents, which "
+              "Letta 0.11.x refuses (POST /v1/agents/ answers 422) before the first turn. Move the server to "
+              f"0.12 or newer first; Letta Code was measured working from server {lowest} on.")
+        return 1 if asked else 0
+    if asked and args.measure:
+        return _measure_letta_code(server, asked)
+    if asked and lc.published_after_table(asked):
+        print(f"Letta Code {asked} was published after this package's tables: not measured yet. Measure it on "
+              f"this machine (a real Letta {server} and the shipped letta_code checks, about a minute): "
+              f"{measure_letta_code_command(server, asked)}")
+        return 1
     print(f"(from the table measured {compat['measured']}, {len(compat['pairs'])} pairs; "
           "`letta-compat versions --letta-code` shows it and how it was measured)")
-    server = args.server
-    if Version(server) < Version("0.12"):
-        print(f"Letta Code on server {server}: fails (declared, the floor): Letta Code creates letta_v1_agent "
-              "agents, which Letta 0.11.x refuses (POST /v1/agents/ answers 422) before the first turn.\n"
-              f"lowest measured server: {compat['servers'][0]}")
-        return 1 if args.letta_code else path_code
     if server not in compat["servers"]:
-        print(f"Letta server {server} was not measured (measured: {', '.join(compat['servers'])}); "
-              "run matrices/letta-code-table.toml with it to know.")
-        return 1 if args.letta_code else path_code
+        probe = asked or lc.newest()
+        print(f"Letta Code on server {server}: not measured (measured servers: {', '.join(compat['servers'])}). "
+              f"Measure it on this machine: {measure_letta_code_command(server, probe)}")
+        return 1 if asked else 0
     pairs = [p for p in compat["pairs"] if p["server"] == server]
     working = [p["letta_code"] for p in pairs if p["outcome"] in _OK]
     newest = max(working, key=Version) if working else None
     code = 0
-    if args.letta_code:
-        line = _measured_line(args.letta_code, compat["letta_code"])
+    if asked:
+        line = _measured_line(asked, compat["letta_code"])
         if line is None:
-            print(f"Letta Code {args.letta_code} (line {'.'.join(args.letta_code.split('.')[:2])}) was not measured; "
-                  f"measured: {', '.join(compat['letta_code'])}.")
+            print(f"Letta Code {asked} (line {'.'.join(asked.split('.')[:2])}) was not measured; measured: "
+                  f"{', '.join(compat['letta_code'])}. Measure it: {measure_letta_code_command(server, asked)}")
             return 1
         pair = lc.measured_pair(server, line)
-        stand = "" if line == args.letta_code else f" (measured as {line}, the last release of its line)"
-        print(f"Letta Code {args.letta_code}{stand} on server {server}: {_verdict(pair)}")
+        stand = "" if line == asked else f" (measured as {line}, the last release of its line)"
+        print(f"Letta Code {asked}{stand} on server {server}: {_verdict(pair)}")
         code = 1 if pair["outcome"] == lc.FAILS else 0
         ok_servers = [p["server"] for p in compat["pairs"] if p["letta_code"] == line and p["outcome"] in _OK]
-        print(f"lowest server for Letta Code {line}: "
-              + (min(ok_servers, key=Version) if ok_servers else "none measured works"))
+        print(f"oldest server Letta Code {line} was measured working on: "
+              + (min(ok_servers, key=Version) if ok_servers else "none"))
     else:
         for p in sorted(pairs, key=lambda p: Version(p["letta_code"])):
             print(f"  Letta Code {p['letta_code']:<8} {_verdict(p)}")
     print(f"newest Letta Code for server {server}: {newest or 'none measured works'}"
           + (f" (newest release: {lc.newest()}; measured lines stand for their releases)" if newest else ""))
-    return max(code, path_code)
+    if code and newest:
+        print(f"move Letta Code to {newest}, which works on server {server}")
+    return code
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -145,7 +187,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     advise.add_argument("--to", type=versions.spelled,
                         help="the server release you plan to move to (default: the final release, 0.16.8)")
     advise.add_argument("--measure", action="store_true",
-                        help="measure the server path on this machine instead of reading the table (real servers, "
-                             "a few minutes)")
+                        help="measure on this machine instead of reading the tables: the server path (--to), or "
+                             "--letta-code on --server (real servers; minutes)")
     advise.add_argument("--letta-code", help="the Letta Code release you run or plan to run, e.g. 0.34.12")
     advise.set_defaults(func=cmd_advise)

@@ -60,7 +60,7 @@ def _known_version(version: str, what: str) -> str:
 def _letta_code(names: list[str]) -> tuple[str, ...]:
     for v in names:
         if not versions.is_known_letta_code(v):
-            raise InitError(f"--letta-code {v}: not allowed. Allowed: {versions_letta_code.describe_allowed()}.")
+            raise InitError(f"--letta-code: {versions_letta_code.refusal(v)}")
     return tuple(dict.fromkeys(names))
 
 

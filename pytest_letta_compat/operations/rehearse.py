@@ -89,10 +89,9 @@ class RehearsalRequest:
             encryption_key_from(self.encryption_key_env)  # unset or empty: one line, before anything runs
         for version in self.letta_code:
             if not versions.is_known_letta_code(version):
-                from ..versions_letta_code import describe_allowed
+                from ..versions_letta_code import refusal
 
-                raise LettaCompatError(f"--letta-code {version!r} is not in the Letta Code release table. "
-                                       f"Allowed: {describe_allowed()}.")
+                raise LettaCompatError(f"--letta-code: {refusal(version)}")
         if self.dump is not None:
             self.dump = Path(self.dump)
             if self.dump.is_dir():

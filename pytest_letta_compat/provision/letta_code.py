@@ -178,13 +178,9 @@ def _marker(version: str, cache: Path) -> tuple[Path, str, str, Path, str]:
             f"Letta Code version {version!r} is not an exact release number. Allowed: an exact "
             "version such as \"0.25.9\" (never a range or a tag such as latest).")
     if not versions.is_known_letta_code(version):
-        from ..versions_letta_code import describe_allowed, release
+        from ..versions_letta_code import refusal
 
-        row = release(version)
-        if row is not None:  # in the table, but its dependencies are gone from the registry
-            raise ProvisioningError(f"Letta Code {version} ({row.source}) does not install: {row.why_not}. "
-                                    f"Allowed: {describe_allowed()}.")
-        raise ProvisioningError(f"Letta Code {version} is not in the release table. Allowed: {describe_allowed()}.")
+        raise ProvisioningError(refusal(version))
     source = install_source(version)
     root = Path(cache) / "letta-code" / version
     spec = f"letta=={version}" if source == "pypi" else f"{NPM_PACKAGE}@{version}"

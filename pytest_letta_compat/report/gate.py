@@ -7,7 +7,6 @@ Pytest-free: it writes a matrix for the path and runs the suite in a pytest subp
 from __future__ import annotations
 
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ..matrix.model import load_matrix
 from ..matrix.writer import derived_matrix
 from ..paths import report_files
 from .grid import Report
+from .measure import run_suite
 
 
 
@@ -104,21 +104,12 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
         raise LettaCompatError(f"--suite {suite}: no such file or directory. Leave it out to run the "
                                "compatibility suite shipped with pytest-letta-compat.")
     echo(f"`{service}` moves Letta from {old} to {new} (since {base_ref}): running the upgrade path.")
-    with tempfile.TemporaryDirectory(prefix="letta-compat-gate-") as tmp:
-        matrix_file = Path(tmp) / "gate.toml"
-        text = path_matrix(old, new, Path(matrix) if matrix else None)
-        if lc_bump and f'version = "{lc_bump[1].version}"' not in text:  # and the new Letta Code with it
-            text += f'[[letta_code]]\nversion = "{lc_bump[1].version}"\n'
-        matrix_file.write_text(text)
-        # without --suite: the shipped suite alone (run from the empty temporary directory, so
-        # nothing of the caller's own tests is collected with it)
-        tests = [str(Path(suite).resolve())] if suite else ["--letta-suite", tmp]
-        argv = [sys.executable, "-m", "pytest", *tests, f"--letta-matrix={matrix_file}", "-p", "no:cacheprovider"]
-        if report:
-            argv.append(f"--letta-report={Path(report).resolve()}")
-        proc = subprocess.run(argv + list(pytest_args or []), cwd=None if suite else tmp)
-    if proc.returncode == 0:
+    text = path_matrix(old, new, Path(matrix) if matrix else None)
+    if lc_bump and f'version = "{lc_bump[1].version}"' not in text:  # and the new Letta Code with it
+        text += f'[[letta_code]]\nversion = "{lc_bump[1].version}"\n'
+    returncode = run_suite(text, name="gate", suite=suite, report=report, pytest_args=pytest_args)
+    if returncode == 0:
         echo(f"Upgrade {old} -> {new}: compatible.")
     else:
-        echo(f"Upgrade {old} -> {new}: NOT compatible (pytest exit {proc.returncode}); do not merge this bump.")
-    return 0 if proc.returncode == 0 else 1
+        echo(f"Upgrade {old} -> {new}: NOT compatible (pytest exit {returncode}); do not merge this bump.")
+    return 0 if returncode == 0 else 1

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from packaging.version import InvalidVersion, Version
 from .. import versions_letta_code as lc
 from ..errors import LettaCompatError
 from ..matrix.writer import derived_matrix
+from .measure import run_suite
 
 NPM_NAME = "@letta-ai/letta-code"
 _PIN = re.compile(r"^\s*letta\s*(?:\[[^\]]*\])?\s*===?\s*([0-9][0-9A-Za-z.+-]*)\s*(?:[;#].*)?$")
@@ -156,8 +155,7 @@ def letta_code_bump(compose: Path, base_ref: str, old: str | None = None,
     if after is None or (before is not None and before.version == after.version):
         return None
     if not lc.is_known(after.version):
-        raise LettaCompatError(f"{after.where} pins Letta Code {after.version}, which is not in the release table. "
-                               f"Allowed: {lc.describe_allowed()}.")
+        raise LettaCompatError(f"{after.where}: {lc.refusal(after.version)}")
     return (before or LettaCodePin("none", base_ref), after)
 
 
@@ -176,18 +174,11 @@ def run_letta_code_gate(server: str, bump: tuple[LettaCodePin, LettaCodePin], *,
     measured = lc.measured_pair(server, after.version)
     if measured:
         echo(f"the measured table says: {measured['outcome']}")
-    with tempfile.TemporaryDirectory(prefix="letta-compat-gate-") as tmp:
-        matrix_file = Path(tmp) / "gate.toml"
-        matrix_file.write_text(letta_code_matrix(server, after.version, matrix))
-        tests = [str(Path(suite).resolve())] if suite else ["--letta-suite", tmp]
-        argv = [sys.executable, "-m", "pytest", *tests, f"--letta-matrix={matrix_file}", "-p", "no:cacheprovider",
-                "--letta-checks", "letta_code"]
-        if report:
-            argv.append(f"--letta-report={Path(report).resolve()}")
-        proc = subprocess.run(argv + list(pytest_args or []), cwd=None if suite else tmp)
-    if proc.returncode == 0:
+    returncode = run_suite(letta_code_matrix(server, after.version, matrix), name="gate", checks=("letta_code",),
+                           suite=suite, report=report, pytest_args=pytest_args)
+    if returncode == 0:
         echo(f"Letta Code {before.version} -> {after.version} on Letta {server}: compatible.")
         return 0
     echo(f"Letta Code {before.version} -> {after.version} on Letta {server}: NOT compatible (pytest exit "
-         f"{proc.returncode}); do not merge this bump.")
+         f"{returncode}); do not merge this bump.")
     return 1

@@ -148,7 +148,7 @@ def test_a_digest_only_pin_needs_from(repo, capsys):
 
 @pytest.mark.parametrize("args, says", [
     (["--from", "0.16.3"], "--from '0.16.3' is not a Letta server release this tool knows. Allowed: 0.11.0"),
-    (["--from", "0.16.7", "--letta-code", "0.1"], "--letta-code 0.1: not allowed. Allowed: a Letta Code release that installs"),
+    (["--from", "0.16.7", "--letta-code", "0.1"], "--letta-code: Letta Code '0.1' is neither in the release table nor published on PyPI or npm. Allowed: a Letta Code release that installs"),
     (["--compose", "docker-compose.yml", "--from", "0.16.4"], "runs `letta/letta:0.16.2` (Letta 0.16.2)"),
     (["--compose", "missing.yml"], "missing.yml: the compose file cannot be read"),
     (["--from", "0.16.7", "--dir", "docker-compose.yml"], "docker-compose.yml is a file, not a directory"),

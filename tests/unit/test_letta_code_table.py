@@ -59,7 +59,7 @@ def test_matrix_check_refuses_a_version_not_in_the_table_with_the_list(tmp_path,
 
 
 def test_a_release_whose_dependencies_are_gone_is_refused_before_installing(tmp_path):
-    with pytest.raises(ProvisioningError, match=r"Letta Code 0\.30\.28 \(npm\) does not install: 404 Not Found"):
+    with pytest.raises(ProvisioningError, match=r"Letta Code 0\.30\.28 \(npm\) is in the release table but does not install: 404 Not Found"):
         ensure_letta_code("0.30.28", tmp_path)
     assert not (tmp_path / "letta-code").exists()
 
@@ -148,7 +148,7 @@ def test_advise_answers_from_the_measured_table(measured, capsys, monkeypatch):
     monkeypatch.setattr(vu, "upgrade_table", lambda: {"measured": "-", "paths": []})
     code, out, _ = cli(capsys, "advise", "--server", "0.16.4", "--letta-code", "0.34.12")
     assert code == 0 and "Letta Code 0.34.12 on server 0.16.4: works with a warning: Warning: Your Docker" in out
-    assert "lowest server for Letta Code 0.34.12: 0.16.4" in out and "newest Letta Code for server 0.16.4: 0.34.12" in out
+    assert "oldest server Letta Code 0.34.12 was measured working on: 0.16.4" in out and "newest Letta Code for server 0.16.4: 0.34.12" in out
     code, out, _ = cli(capsys, "advise", "--server", "0.16.4", "--letta-code", "0.15.2")
     assert code == 1 and "fails" in out and "failing check: tool round trip (failed): E   AssertionError" in out
     code, out, _ = cli(capsys, "advise", "--server", "0.16.8", "--letta-code", "0.34.5")
@@ -160,7 +160,7 @@ def test_advise_answers_from_the_measured_table(measured, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv, says", [(["--server", "0.99.0"], "--server '0.99.0' is not a Letta server release"),
                                         (["--server", "0.16.2", "--letta-code", "99.0.0"],
-                                         "--letta-code '99.0.0' is not in the release table")])
+                                         "--letta-code: Letta Code '99.0.0' is neither in the release table nor published on PyPI or npm")])
 def test_advise_bad_input_is_one_line_exit_2(measured, capsys, argv, says):
     code, out, err = cli(capsys, "advise", *argv)
     assert code == 2 and says in err and len(err.strip().splitlines()) == 1
@@ -214,7 +214,7 @@ def test_an_unchanged_pin_is_no_bump_and_a_range_is_bad_input(repo, capsys):
     assert code == 2 and "package.json (devDependencies) pins Letta Code as '^0.34.12'" in err
     (repo / "package.json").write_text(package_json("99.0.0"))
     code, out, err = cli(capsys, "gate", "--compose", str(repo / "docker-compose.yml"), "--base-ref", "HEAD")
-    assert code == 2 and "pins Letta Code 99.0.0, which is not in the release table" in err
+    assert code == 2 and "Letta Code '99.0.0' is neither in the release table nor published on PyPI or npm" in err
 
 
 def test_a_terminal_run_shows_the_screen_text_and_stops(tmp_path):

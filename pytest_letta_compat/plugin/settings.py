@@ -32,6 +32,7 @@ class Settings:
     logs: str | None
     prestart: bool
     suite: bool
+    suite_only: bool  # the shipped suite and nothing else (implies suite)
     checks: frozenset[str] | None  # None: every check
     skip_checks: frozenset[str]
     shard: tuple[int, int] | None  # --letta-shard i/n
@@ -112,7 +113,8 @@ def resolve(config: pytest.Config) -> Settings:
         or config.getini("letta_cache_dir") or None,
         report=report, logs=config.getoption("--letta-logs") or config.getini("letta_logs") or None,
         prestart=_flag(config, "letta_prestart", "letta_prestart"),
-        suite=_flag(config, "--letta-suite", "letta_suite"),
+        suite=_flag(config, "--letta-suite", "letta_suite") or bool(config.getoption("--letta-suite-only")),
+        suite_only=bool(config.getoption("--letta-suite-only")),
         checks=_check_names(config, "--letta-checks", "letta_checks"),
         skip_checks=_check_names(config, "--letta-skip-checks", "letta_skip_checks") or frozenset(),
         shard=shard, redis_server=config.getoption("--letta-redis-server"))

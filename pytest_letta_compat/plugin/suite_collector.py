@@ -20,6 +20,9 @@ def add_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
     group.addoption("--letta-suite", action="store_true", default=None,
                     help="Also collect the compatibility suite shipped with pytest-letta-compat "
                          f"({', '.join(CHECKS)}) and run it against the matrix.")
+    group.addoption("--letta-suite-only", action="store_true", default=False,
+                    help="Run the compatibility suite shipped with pytest-letta-compat and nothing else (none of "
+                         "the repository's own tests), e.g. before an upgrade.")
     group.addoption("--letta-checks", metavar="NAMES", default=None,
                     help="Run only tests of these letta_check names (comma-separated).")
     group.addoption("--letta-skip-checks", metavar="NAMES", default=None,
@@ -32,10 +35,21 @@ def add_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
 
 def configure(config: pytest.Config) -> None:
     """Add the suite's modules to what pytest collects (settings.resolve checked the filters)."""
-    if settings.of(config).suite:
-        pytest.register_assert_rewrite(SUITE_PACKAGE)
-        already = {Path(a.split("::")[0]).resolve() for a in config.args}
-        config.args.extend(str(p) for p in sorted(SUITE_DIR.glob("test_*.py")) if p not in already)
+    resolved = settings.of(config)
+    if not resolved.suite:
+        return
+    pytest.register_assert_rewrite(SUITE_PACKAGE)
+    modules = sorted(SUITE_DIR.glob("test_*.py"))
+    if resolved.suite_only:
+        given = config.args if config.args_source == pytest.Config.ArgsSource.ARGS else []
+        others = [a for a in given if Path(a.split("::")[0]).resolve().parent != SUITE_DIR]
+        if others:
+            raise pytest.UsageError(f"--letta-suite-only runs the shipped suite alone, but {others[0]!r} was given "
+                                    "too. Leave the paths out, or use --letta-suite to run both.")
+        config.args[:] = given or [str(p) for p in modules]
+        return
+    already = {Path(a.split("::")[0]).resolve() for a in config.args}
+    config.args.extend(str(p) for p in modules if p not in already)
 
 
 def make_module(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:

@@ -22,9 +22,9 @@ README_LIMIT = 12_000
 
 # The two commands of the README, byte for byte: .ci/run calls the second one verbatim.
 MAIN_JOB = ("python3 -m venv .venv && .venv/bin/pip install -e . && "
-            ".venv/bin/pytest --letta-matrix matrices/default.toml")
+            ".venv/bin/pytest --letta-matrix matrices/default.toml --letta-suite-only")
 TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && "
-                ".venv/bin/pytest --letta-matrix matrices/ci.toml")
+                ".venv/bin/pytest --letta-matrix matrices/ci.toml --letta-suite")
 
 # Pages that other contributors write at the same time as these docs. Links to them are
 # allowed to dangle until they land; every other link must resolve. Once a page exists its

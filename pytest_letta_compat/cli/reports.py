@@ -27,7 +27,20 @@ def cmd_gate(args: argparse.Namespace) -> int:
                     letta_code_from=args.letta_code_from, letta_code_to=args.letta_code_to)
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from ..report.watch import run_watch
+
+    return run_watch(args.matrix, report=args.report, pytest_args=args.pytest_args)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    watch = sub.add_parser("watch", help="run your matrix's server against the newest Letta Code release (a "
+                                         "scheduled CI job): exit 1 on a new incompatibility")
+    watch.add_argument("--matrix", required=True, help="your letta-matrix.toml (its [[server]] entries)")
+    watch.add_argument("--report", help="write the compatibility report here (.json/.md/.html or all three)")
+    watch.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    watch.set_defaults(func=cmd_watch)
+
     gate = sub.add_parser("gate", help="CI gate: test the upgrade a compose file's Letta image bump would make")
     gate.add_argument("--compose", required=True, help="the compose file whose Letta image tag is checked")
     gate.add_argument("--base-ref", default="HEAD~1", help="git ref to compare with (default HEAD~1; origin/main in PRs)")

@@ -20,12 +20,16 @@ from packaging.version import Version
 from .. import __version__, versions, versions_letta_code
 from ..errors import LettaCompatError
 from ..paths import output_file
+from ..self_wheel import WHEEL_NAME
 from . import compose_file
 from .writer import toml_value
 
 MATRIX_FILE = "letta-matrix.toml"
 WORKFLOW_FILE = Path(".github") / "workflows" / "letta-gate.yml"
 REPORT_NAME = "letta-gate-report"
+# the package is on no public index yet: init puts its own wheel here and the workflow installs it
+WHEEL_DIR = ".letta-compat"
+WORKFLOW_PYTHON = "3.11"  # the README's Python, the floor of requires-python
 
 # Letta Code creates letta_v1_agent agents; a 0.11.x server has no such agent type.
 _OLD_SERVER_LETTA_CODE = (
@@ -47,6 +51,7 @@ class Deployment:
     secure: bool = False
     compose: str | None = None  # the compose file, relative to the repository root (posix)
     letta_code: tuple[str, ...] = ()
+    install: str = f"./{WHEEL_DIR}/{WHEEL_NAME}"  # what the workflow's pip installs
 
     @property
     def newer_releases(self) -> list[str]:
@@ -137,7 +142,8 @@ def workflow_text(d: Deployment) -> str:
         raise InitError("the CI gate watches a compose file: give --compose FILE.")
     template = resources.files(__package__).joinpath("templates/letta-gate.yml").read_text()
     for token, value in (("__COMPOSE__", d.compose), ("__MATRIX__", MATRIX_FILE),
-                         ("__PACKAGE_VERSION__", __version__)):
+                         ("__PACKAGE_VERSION__", __version__), ("__INSTALL__", d.install),
+                         ("__PYTHON__", WORKFLOW_PYTHON)):
         template = template.replace(token, value)
     return template
 

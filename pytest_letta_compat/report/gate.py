@@ -30,6 +30,25 @@ def _git(args: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
+def require_base_ref(compose: Path, ref: str) -> None:
+    """One line when ``ref`` names no commit of the compose file's repository (no git: nothing to say)."""
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=compose.resolve().parent, capture_output=True,
+                         text=True)
+    if top.returncode != 0:
+        return
+    where = top.stdout.strip()
+    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=where,
+                      capture_output=True).returncode == 0:
+        return
+    commits = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=where, capture_output=True, text=True)
+    single = commits.returncode == 0 and commits.stdout.strip() == "1"
+    raise LettaCompatError(
+        f"--base-ref {ref} names no commit in {where}"
+        + (" (the repository has a single commit, so there is nothing before HEAD)" if single else "")
+        + ". Give the commit or branch to compare with, e.g. --base-ref origin/main in a pull request; in CI, "
+          "check out with fetch-depth: 0.")
+
+
 def version_at_ref(compose: Path, ref: str) -> str | None:
     """The Letta release the compose file pinned at ``ref`` (None: unpinned there)."""
     top = Path(_git(["rev-parse", "--show-toplevel"], compose.parent).strip())
@@ -73,6 +92,8 @@ def run_gate(compose: str | Path, *, base_ref: str = "HEAD~1", from_version: str
     if new is None:
         raise LettaCompatError(f"{compose}: service `{service}` pins `{image}` by digest only; add the release tag "
                                "so the gate knows which version it is.")
+    if from_version is None or letta_code_from is None:  # the base ref is read for what they do not say
+        require_base_ref(compose, base_ref)
     replaced = server_replaced(compose, base_ref) if letta_code_to is None else None
     if replaced:
         echo(f"NOT compatible: {replaced}")

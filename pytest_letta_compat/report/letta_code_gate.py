@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
 from .. import versions_letta_code as lc
@@ -36,6 +37,10 @@ def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def _candidates(top: Path, ref: str | None) -> list[str]:
     listing = _git(["ls-tree", "-r", "--name-only", ref] if ref else ["ls-files", "--cached", "--others",
                                                                       "--exclude-standard"], top)
+    if listing.returncode != 0 and ref is None:  # not a git work tree: the files on disk, two levels deep
+        listing = subprocess.CompletedProcess([], 0, "\n".join(
+            p.relative_to(top).as_posix() for pattern in ("*", "*/*") for p in sorted(top.glob(pattern))
+            if p.is_file()), "")
     if listing.returncode != 0:
         raise LettaCompatError(f"git could not list the files of {ref or 'the work tree'} in {top}: "
                                f"{listing.stderr.strip()}.")
@@ -120,6 +125,36 @@ def _letta_pins(name: str, text: str) -> list[str]:
     else:
         lines = text.splitlines()
     return [m.group(1) for m in map(_PIN.match, map(str, lines)) if m]
+
+
+def _requirement_lines(name: str, text: str) -> list[str]:
+    if name.endswith(".toml"):
+        try:
+            project = tomllib.loads(text).get("project") or {}
+        except tomllib.TOMLDecodeError:
+            return []
+        lines = list(project.get("dependencies") or [])
+        for extra in (project.get("optional-dependencies") or {}).values():
+            lines += list(extra)
+        return [str(line) for line in lines]
+    return [line.split(" #")[0].strip() for line in text.splitlines()]
+
+
+def unbounded_letta(top: Path) -> str | None:
+    """A ``letta`` requirement with no upper bound (``letta>=0.16``): the next install or bot bump
+    replaces the server with Letta Code (PyPI's ``letta`` from 0.32.13 on). Where it is, or None."""
+    for name in _candidates(top, None):
+        if name.endswith("package.json"):
+            continue
+        for line in _requirement_lines(name, _read(top, None, name) or ""):
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:
+                continue
+            bounded = any(spec.operator in ("==", "===", "<", "<=", "~=") for spec in requirement.specifier)
+            if requirement.name.lower() == "letta" and not bounded:
+                return f"{name}: `{line}`"
+    return None
 
 
 def server_replaced(compose: Path, base_ref: str) -> str | None:

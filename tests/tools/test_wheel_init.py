@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pytest_letta_compat import versions
 from pytest_letta_compat import versions_upgrades as vu
@@ -155,3 +156,45 @@ def test_advise_answers_the_server_path_for_every_release_from_the_wheel(operato
         assert f"Server upgrade {version} -> {vu.FINAL}:" in proc.stdout
         assert path["verdict"] in proc.stdout and "not measured yet" not in proc.stdout.split("one release")[0]
         assert "matrices/" not in proc.stdout.split("Letta Code on")[0]
+
+
+def test_the_workflow_init_writes_runs_its_shell_steps(operator, tmp_path_factory, git):
+    """The workflow's `run:` steps, verbatim, in the repository as CI checks it out (init's files
+    committed, the base branch as origin/main): install the wheel init put there into a fresh
+    Python, the gate (an unchanged pin: nothing to check), and the daily watch of the newest
+    Letta Code (the registries are a closed port here: the shipped table's newest, for real).
+    Left out: the `uses:` steps (checkout, setup-python, cache, upload) and the apt-get step
+    (.ci/run installs the same packages)."""
+    venv, env, cache = operator
+    repo = tmp_path_factory.mktemp("operator-ci")
+    (repo / "docker-compose.yml").write_text(COMPOSE)
+    proc = run([str(venv / "bin" / "letta-compat"), "init", "--compose", "docker-compose.yml"], repo, env, 300)
+    assert proc.returncode == 0, output(proc)
+    git(repo, "init", "-q")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "letta-compat init")
+    git(repo, "update-ref", "refs/remotes/origin/main", "HEAD")
+
+    python = tmp_path_factory.mktemp("ci-python")
+    proc = run([sys.executable, "-m", "venv", str(python)], repo, env, 300)
+    assert proc.returncode == 0, output(proc)
+    ci_env = {**env, "PATH": f"{python / 'bin'}{os.pathsep}{env['PATH']}", "LETTA_COMPAT_CACHE": str(cache)}
+    workflow = yaml.safe_load((repo / ".github/workflows/letta-gate.yml").read_text())
+    ran = []
+    for job in ("gate", "watch"):
+        for step in workflow["jobs"][job]["steps"]:
+            script = step.get("run")
+            if script is None or "apt-get" in script:
+                continue
+            script = script.replace("${{ github.base_ref }}", "main")
+            proc = run(["bash", "-eo", "pipefail", "-c", script], repo, ci_env, 1200)
+            assert proc.returncode == 0, f"{job}: {step.get('name')}\n{output(proc)}"
+            ran.append((job, step.get("name"), proc.stdout))
+    assert [name for _, name, _ in ran] == ["Install pytest-letta-compat", "Run the gate",
+                                            "Install pytest-letta-compat", "Watch the newest Letta Code"]
+    installed = run([str(python / "bin" / "python"), "-c", "import pytest_letta_compat as p; print(p.__file__)"],
+                    repo, ci_env, 60).stdout.strip()
+    assert installed.startswith(str(python)), installed
+    assert "nothing to check" in ran[1][2]
+    assert re.search(r"Letta Code \d+\.\d+\.\d+ works with your Letta 0\.16\.8\.", ran[3][2]), ran[3][2][-2000:]
+    assert (repo / "letta-watch-report.json").is_file()

@@ -102,7 +102,7 @@ def test_the_matrix_follows_the_compose_file_tag_env_and_secure_mode(repo, capsy
     assert [(s.version, s.secure) for s in matrix.servers] == [("0.16.4", True)]
     assert [u.to_version for u in matrix.upgrades] == ["0.16.5", "0.16.6", "0.16.7", "0.16.8"]
     assert [c.version for c in matrix.letta_code] == ["0.25.9"]
-    assert "Letta 0.16.4, secure; 4 upgrade paths (0.16.5 ... 0.16.8); Letta Code: 0.25.9" in out
+    assert "Letta 0.16.4, secure; 4 upgrade paths (0.16.5 ... 0.16.8); Letta Code: 0.25.9 (from --letta-code)" in out
 
 
 def test_an_unpinned_compose_gets_check_pinneds_refusal_and_nothing_is_written(repo, capsys):
@@ -160,3 +160,65 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(repo, capsys, args, say
     assert code == 2
     assert says in err and err.count("\n") == 1 and "Traceback" not in err
     assert sorted(p.name for p in repo.iterdir()) == ["docker-compose.yml"]
+
+
+@pytest.mark.parametrize("name, text", [
+    ("package.json", '{"dependencies": {"@letta-ai/letta-code": "0.25.9"}}'),
+    ("requirements-bot.txt", "httpx==0.28.1\nletta==0.34.12  # Letta Code\n"),
+    ("pyproject.toml", '[project]\nname = "ops"\ndependencies = ["letta==0.34.12"]\n'),
+])
+def test_init_reads_the_letta_code_the_repository_pins(repo, capsys, name, text):
+    compose(repo, "letta/letta:0.16.8")
+    (repo / name).write_text(text)
+    code, out, err = init(capsys, "--compose", "docker-compose.yml")
+    assert code == 0, err
+    version = "0.25.9" if name == "package.json" else "0.34.12"
+    assert [c.version for c in load_matrix(repo / scaffold.MATRIX_FILE).letta_code] == [version]
+    assert f"Letta Code: {version} (from {name})" in out
+
+
+def test_a_server_pin_of_letta_is_not_taken_for_letta_code_and_an_unbounded_one_is_warned_of(repo, capsys):
+    compose(repo, "letta/letta:0.16.8")
+    (repo / "requirements.txt").write_text("letta==0.16.8\n")
+    code, out, err = init(capsys, "--compose", "docker-compose.yml")
+    assert code == 0 and "Letta Code: none found" in out and "warning" not in out
+    (repo / "requirements.txt").write_text("letta>=0.16\n")
+    code, out, err = init(capsys, "--compose", "docker-compose.yml", "--force")
+    assert code == 0, err
+    assert "warning: requirements.txt: `letta>=0.16` has no upper bound" in out and "letta==0.16.8" in out
+
+
+def test_the_workflow_installs_the_wheel_init_writes_and_watches_letta_code_daily(repo, capsys):
+    compose(repo, "letta/letta:0.16.2")
+    code, out, err = init(capsys, "--compose", "docker-compose.yml")
+    assert code == 0, err
+    wheels = list((repo / scaffold.WHEEL_DIR).glob("pytest_letta_compat-*-py3-none-any.whl"))
+    assert len(wheels) == 1 and wheels[0].stat().st_size > 10_000
+    workflow = yaml.safe_load((repo / ".github/workflows/letta-gate.yml").read_text())
+    for job in ("gate", "watch"):
+        steps = workflow["jobs"][job]["steps"]
+        (install,) = [s["run"] for s in steps if "pip install" in s.get("run", "")]
+        assert shlex.split(install)[-1] == f"./{scaffold.WHEEL_DIR}/{wheels[0].name}"
+        (python,) = [s["with"]["python-version"] for s in steps if s.get("uses", "").startswith("actions/setup-python")]
+        assert python == scaffold.WORKFLOW_PYTHON
+    assert workflow[True]["schedule"] and workflow["jobs"]["watch"]["if"] == "github.event_name != 'pull_request'"
+    (watch,) = [s["run"] for s in workflow["jobs"]["watch"]["steps"] if "letta-compat watch" in s.get("run", "")]
+    args = build_parser().parse_args(shlex.split(watch)[1:])
+    assert (args.command, args.matrix) == ("watch", scaffold.MATRIX_FILE)
+    assert "pytest-letta-compat==" not in (repo / ".github/workflows/letta-gate.yml").read_text()
+
+
+def test_install_spec_replaces_the_wheel(repo, capsys):
+    compose(repo, "letta/letta:0.16.2")
+    spec = "pytest-letta-compat @ git+https://example.invalid/ops/pytest-letta-compat@v0.1.0"
+    code, out, err = init(capsys, "--compose", "docker-compose.yml", "--install", spec)
+    assert code == 0, err
+    assert not (repo / scaffold.WHEEL_DIR).exists()
+    assert f'pip install "{spec}"' in (repo / ".github/workflows/letta-gate.yml").read_text()
+
+
+def test_the_workflow_python_is_the_readmes():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"Python {scaffold.WORKFLOW_PYTHON}" in readme
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert f'requires-python = ">={scaffold.WORKFLOW_PYTHON}"' in pyproject

@@ -173,3 +173,14 @@ def test_a_letta_code_pin_moving_within_letta_code_is_not_called_a_replacement(t
     (tmp_path / "requirements.txt").write_text("letta==0.34.12\n")
     git(tmp_path, "commit", "-qam", "bump")
     assert letta_code_gate.server_replaced(tmp_path / "docker-compose.yml", "HEAD~1") is None
+
+
+def test_a_repository_with_one_commit_is_told_what_base_ref_to_give(tmp_path, capsys, git):
+    compose(tmp_path, "letta/letta:0.16.8")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "commit", "-qm", "the first commit")
+    code, out, err = gate(capsys, "--compose", str(tmp_path / "docker-compose.yml"))
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--base-ref HEAD~1 names no commit" in err and "single commit" in err and "--base-ref origin/main" in err
+    assert "git could not list" not in err

@@ -1,4 +1,4 @@
-"""Fixtures for this suite and for other repos (``pip install pytest-letta-compat``).
+"""Fixtures for this suite and for other repos (installed from the pytest-letta-compat wheel).
 
 Session-scoped where something is expensive (PostgreSQL, one server per matrix entry),
 function-scoped where isolation is cheap (clients, connections, cloned databases).

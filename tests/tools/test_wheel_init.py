@@ -5,12 +5,15 @@ passes against a real Letta 0.16.8 on real PostgreSQL+pgvector."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -56,14 +59,16 @@ def output(proc: subprocess.CompletedProcess) -> str:
     return f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The wheel built from a copy of the sources (the checkout's build/ is never touched)."""
+def build_wheel(tmp_path_factory, edit=None) -> Path:
+    """A wheel built from a copy of the sources (the checkout's build/ is never touched);
+    ``edit(src)`` may change the copy first."""
     src = tmp_path_factory.mktemp("src")
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     shutil.copytree(ROOT / "pytest_letta_compat", src / "pytest_letta_compat",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if edit is not None:
+        edit(src)
     out = tmp_path_factory.mktemp("wheelhouse")
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
                           capture_output=True, text=True, timeout=600)
@@ -73,15 +78,13 @@ def wheel(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def operator(wheel, tmp_path_factory, pytestconfig):
-    """A fresh venv with nothing but the wheel installed: (venv, env, warm cache)."""
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory)
+
+
+def venv_with(wheel: Path, env: dict[str, str], tmp_path_factory) -> Path:
+    """A fresh venv in which ``wheel`` (and its dependencies) alone are installed."""
     venv = tmp_path_factory.mktemp("operator-venv")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LETTA_MATRIX", "PYTEST_ADDOPTS", "PYTEST_PLUGINS",
-                        "LETTA_SERVER_PASSWORD")}
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    cache = cache_root(pytestconfig.getoption("--letta-cache-dir") or os.environ.get(CACHE_ENV)
-                       or pytestconfig.getini("letta_cache_dir") or None)  # warm: no reinstall of Letta
     here = tmp_path_factory.mktemp("install-from")
     proc = run([sys.executable, "-m", "venv", str(venv)], here, env, 300)
     assert proc.returncode == 0, output(proc)
@@ -90,6 +93,19 @@ def operator(wheel, tmp_path_factory, pytestconfig):
     proc = run([str(venv / "bin" / "python"), "-c", "import pytest_letta_compat as p; print(p.__file__)"], here, env, 60)
     installed = Path(proc.stdout.strip())
     assert installed.is_relative_to(venv) and not installed.is_relative_to(ROOT), installed
+    return venv
+
+
+@pytest.fixture(scope="module")
+def operator(wheel, tmp_path_factory, pytestconfig):
+    """A fresh venv with nothing but the wheel installed: (venv, env, warm cache)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LETTA_MATRIX", "PYTEST_ADDOPTS", "PYTEST_PLUGINS",
+                        "LETTA_SERVER_PASSWORD")}
+    cache = cache_root(pytestconfig.getoption("--letta-cache-dir") or os.environ.get(CACHE_ENV)
+                       or pytestconfig.getini("letta_cache_dir") or None)  # warm: no reinstall of Letta
+    venv = venv_with(wheel, env, tmp_path_factory)
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     return venv, env, cache
 
 
@@ -198,3 +214,76 @@ def test_the_workflow_init_writes_runs_its_shell_steps(operator, tmp_path_factor
     assert "nothing to check" in ran[1][2]
     assert re.search(r"Letta Code \d+\.\d+\.\d+ works with your Letta 0\.16\.8\.", ran[3][2]), ran[3][2][-2000:]
     assert (repo / "letta-watch-report.json").is_file()
+
+
+# Letta Code released after the shipped table (issue #21): a wheel whose release table ends two
+# releases before NEWER, as ours does the day after each refresh, and a registry (a local
+# stand-in speaking PyPI's JSON API) that publishes NEWER.
+NEWER = "0.34.12"
+
+
+class _PyPI(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        if self.path == "/pypi/letta/json":
+            files = [{"filename": "letta.whl", "yanked": False}]
+            body = json.dumps({"releases": {"0.32.19": files, "0.34.11": files, NEWER: files}}).encode()
+        elif self.path.startswith("/@letta-ai"):
+            body = json.dumps({"versions": {"0.25.9": {}}}).encode()
+        else:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _table_ends_before_newer(src: Path) -> None:
+    table_file = src / "pytest_letta_compat" / "data" / "letta_code_releases.json"
+    table = json.loads(table_file.read_text())
+    table["releases"] = [r for r in table["releases"] if r["version"] not in ("0.34.11", NEWER)]
+    table_file.write_text(json.dumps(table, indent=1))
+    compat_file = src / "pytest_letta_compat" / "data" / "letta_code_compat.json"  # nor was it measured
+    compat = json.loads(compat_file.read_text())
+    compat["pairs"] = [p for p in compat["pairs"] if p["letta_code"] != NEWER]
+    compat["letta_code"] = [v for v in compat["letta_code"] if v != NEWER]
+    compat_file.write_text(json.dumps(compat, indent=1))
+
+
+def test_a_letta_code_release_newer_than_the_table_is_gated_and_advised(operator, tmp_path_factory, git):
+    _, base_env, cache = operator
+    registry = ThreadingHTTPServer(("127.0.0.1", 0), _PyPI)
+    threading.Thread(target=registry.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{registry.server_address[1]}"
+    env = {**base_env, "LETTA_COMPAT_PYPI_URL": url, "LETTA_COMPAT_NPM_URL": url, "LETTA_COMPAT_CACHE": str(cache)}
+    try:
+        venv = venv_with(build_wheel(tmp_path_factory, _table_ends_before_newer), env, tmp_path_factory)
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+        here = tmp_path_factory.mktemp("operator-newer")
+        table = run([str(venv / "bin" / "letta-compat"), "versions", "--letta-code"], here, env, 60)
+        assert not re.search(rf"^{re.escape(NEWER)}\s", table.stdout, re.M)  # the table ends before it
+
+        advised = run([str(venv / "bin" / "letta-compat"), "advise", "--server", "0.16.8", "--letta-code", NEWER],
+                      here, env, 60)
+        assert advised.returncode == 1, output(advised)
+        assert f"Letta Code {NEWER} was published after this package's tables: not measured yet" in advised.stdout
+        assert f"letta-compat advise --server 0.16.8 --letta-code {NEWER} --measure" in advised.stdout
+
+        (here / "docker-compose.yml").write_text("services:\n  letta:\n    image: letta/letta:0.16.8\n")
+        (here / "requirements.txt").write_text("letta==0.32.19\n")
+        git(here, "init", "-q")
+        git(here, "add", ".")
+        git(here, "commit", "-qm", "Letta Code 0.32.19")
+        (here / "requirements.txt").write_text(f"letta=={NEWER}\n")
+        git(here, "commit", "-qam", f"bump Letta Code to {NEWER}")
+        gated = run([str(venv / "bin" / "letta-compat"), "gate", "--compose", "docker-compose.yml", "--", "-k",
+                     "headless_turn or agent_it_created", "-p", "no:cacheprovider"], here, env, 1200)
+        assert gated.returncode == 0, output(gated)
+        assert f"Letta Code moves from 0.32.19 to {NEWER} (requirements.txt)" in gated.stdout
+        assert f"Letta Code 0.32.19 -> {NEWER} on Letta 0.16.8: compatible." in gated.stdout
+        assert re.search(r"2 passed", gated.stdout), output(gated)
+    finally:
+        registry.shutdown()

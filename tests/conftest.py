@@ -66,12 +66,12 @@ def git():
 
 
 @pytest.fixture(scope="module")
-def seeded(letta_postgres, letta_server_factory, fake_llm, tmp_path_factory):
+def seeded(letta_backend, letta_server_factory, letta_fake_llm, tmp_path_factory):
     """(database name, agents by role, dump) of a 0.11.3 database seeded through the real 0.11.3 API
     on the session's backend (rehearse_seed.seed), and its custom-format dump; dropped afterwards."""
     from rehearse_seed import seed
 
     dump = tmp_path_factory.mktemp("rehearse") / "letta-0.11.3.dump"
-    name, agents = seed(letta_postgres, letta_server_factory, fake_llm, dump)
+    name, agents = seed(letta_backend, letta_server_factory, letta_fake_llm, dump)
     yield name, agents, dump
-    letta_postgres.drop_database(name)
+    letta_backend.drop_database(name)

@@ -57,25 +57,25 @@ def by_name(path: dict) -> dict[str, dict]:
     return {agent["name"]: agent for agent in path["agents"]}
 
 
-def seed(letta_postgres, letta_server_factory, fake_llm, dump: Path) -> tuple[str, dict[str, str]]:
+def seed(letta_backend, letta_server_factory, letta_fake_llm, dump: Path) -> tuple[str, dict[str, str]]:
     """(database name, agents by role) of a 0.11.3 database seeded through the real 0.11.3 API
     on the session's backend, and its custom-format dump written to ``dump``."""
     name = f"rehearse_seed_{uuid.uuid4().hex[:6]}"
-    letta_postgres.create_database(name, version=OLD)
+    letta_backend.create_database(name, version=OLD)
     server = letta_server_factory(OLD, database=name)
     agents = {}
     with server.client() as client:
-        long = create_agent(client, "long-history", fake_llm.base_url)
+        long = create_agent(client, "long-history", letta_fake_llm.base_url)
         for turn in range(6):
             send_message(client, long["id"], f"turn {turn} before the upgrade")
         agents["long"] = long["id"]
         for key, final in (("slash", SLASH_NAME), ("unicode", UNICODE_NAME)):
-            agent = create_agent(client, f"seed-{key}", fake_llm.base_url)
+            agent = create_agent(client, f"seed-{key}", letta_fake_llm.base_url)
             client.patch(f"/v1/agents/{agent['id']}", json={"name": final}).raise_for_status()
             agents[key] = agent["id"]
         tool = client.post("/v1/tools/", json={"source_code": TOOL_SOURCE})
         tool.raise_for_status()
-        secretive = create_agent(client, "tool-user", fake_llm.base_url,
+        secretive = create_agent(client, "tool-user", letta_fake_llm.base_url,
                                  tool_exec_environment_variables={"WEATHER_TOKEN": SECRET})
         client.patch(f"/v1/agents/{secretive['id']}/tools/attach/{tool.json()['id']}").raise_for_status()
         for text in ("the launch is on Tuesday", "the password hint is a cat's name"):
@@ -85,12 +85,12 @@ def seed(letta_postgres, letta_server_factory, fake_llm, dump: Path) -> tuple[st
         client.post(f"/v1/sandbox-config/{sandbox['id']}/environment-variable",
                     json={"key": "SANDBOX_TOKEN", "value": SANDBOX_SECRET}).raise_for_status()
     server.stop()
-    with letta_postgres.connect(name) as conn:
+    with letta_backend.connect(name) as conn:
         duplicate_history(conn, agents["long"], 6)
         (count,) = conn.execute("SELECT count(*) FROM messages WHERE agent_id = %s AND NOT is_deleted",
                                 (agents["long"],)).fetchone()
     assert count > 120, count
-    pg_dump(letta_postgres.dsn(name), dump)
+    pg_dump(letta_backend.dsn(name), dump)
     return name, agents
 
 

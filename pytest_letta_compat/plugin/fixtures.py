@@ -6,6 +6,8 @@ function-scoped where isolation is cheap (clients, connections, cloned databases
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -45,7 +47,7 @@ def letta_matrix(pytestconfig: pytest.Config) -> Matrix | None:
 
 
 @pytest.fixture(scope="session")
-def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
+def letta_fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
     """A deterministic OpenAI-compatible endpoint every server is configured with."""
     log = tmp_path_factory.mktemp("fake-llm") / "requests.log"
     with FakeLLM(log_path=log) as llm:
@@ -53,9 +55,12 @@ def fake_llm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeLLM]:
 
 
 @pytest.fixture(scope="session")
-def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake_llm: FakeLLM,
+def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, letta_fake_llm: FakeLLM,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[LettaBackend]:
-    """The backend that runs PostgreSQL and the Letta servers for this session."""
+    """The backend that runs PostgreSQL+pgvector and the Letta servers for this session:
+    ``create_database(name, version=None)`` (a copy of ``version``'s migrated template, or empty
+    as init.sql lays it out), ``connect(name)``, ``dsn(name)``, ``drop_database(name)``,
+    ``migrate(name, version)``, ``unique_name(*parts)``, ``start_server(...)``."""
     cfg = pytestconfig
     chosen = settings.of(cfg)
     name = chosen.backend or (letta_matrix.backend if letta_matrix else "native")
@@ -64,7 +69,7 @@ def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake
         backend = make_backend(
             name, postgres=letta_matrix.postgres if letta_matrix else PostgresSpec(),
             cache=cache_root(cache_dir_option(cfg)),
-            workdir=tmp_path_factory.mktemp("letta"), llm_env=fake_llm.server_env(), start_timeout=timeout,
+            workdir=tmp_path_factory.mktemp("letta"), llm_env=letta_fake_llm.server_env(), start_timeout=timeout,
             redis_binary=chosen.redis_server, compose=chosen.compose)
         backend.start()
     except LettaCompatError as exc:
@@ -83,12 +88,28 @@ def letta_backend(pytestconfig: pytest.Config, letta_matrix: Matrix | None, fake
             ahead.release()
 
 
+class LettaCompatDeprecationWarning(DeprecationWarning):
+    """A fixture name the plugin still answers to, for one more release."""
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(LettaCompatDeprecationWarning(
+        f"the fixture `{old}` is now `{new}` (every fixture of pytest-letta-compat starts with letta_); "
+        f"`{old}` goes away in a later release"), stacklevel=3)
+
+
 @pytest.fixture(scope="session")
 def letta_postgres(letta_backend: LettaBackend) -> LettaBackend:
-    """The PostgreSQL+pgvector the stacks use: ``create_database(name, version=None)``
-    (a copy of ``version``'s migrated template, or empty as init.sql lays it out),
-    ``connect(name)``, ``dsn(name)``, ``drop_database(name)``, ``migrate(name, version)``."""
+    """Deprecated: the same object as ``letta_backend`` (use that name)."""
+    _renamed("letta_postgres", "letta_backend")
     return letta_backend
+
+
+@pytest.fixture(scope="session")
+def fake_llm(letta_fake_llm: FakeLLM) -> FakeLLM:
+    """Deprecated: ``letta_fake_llm`` (a bare ``fake_llm`` can collide with a user's own fixture)."""
+    _renamed("fake_llm", "letta_fake_llm")
+    return letta_fake_llm
 
 
 @pytest.fixture(scope="session")
@@ -130,14 +151,14 @@ def letta_upgrade_entry(request: pytest.FixtureRequest) -> UpgradeEntry:
 
 @pytest.fixture(scope="session")
 def letta_upgrade_path(letta_upgrade_entry: UpgradeEntry, letta_backend: LettaBackend, letta_server_factory,
-                       fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpgradePath]:
+                       letta_fake_llm: FakeLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpgradePath]:
     """The current [[upgrade]] path, seeded, upgraded and started once for all its checks:
     ``seeded`` and ``upgraded`` (template databases: read them, never change them), ``agents``
     ({name: id} of the seeded agents), ``before`` (id -> (name, messages) before the upgrade),
     ``clone("seeded" | "upgraded")`` (a database of your own), ``old_server()`` and
     ``new_server()`` (started on first use, shared), ``password`` (of every server of the path)."""
     entry = letta_upgrade_entry
-    path = UpgradePath(letta_backend, entry.from_version, entry.to_version, fake_llm,
+    path = UpgradePath(letta_backend, entry.from_version, entry.to_version, letta_fake_llm,
                        tmp_path_factory.mktemp(entry.id), start_server=letta_server_factory)
     try:
         path.build()

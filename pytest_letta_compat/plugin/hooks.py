@@ -15,6 +15,7 @@ from ..errors import LettaCompatError, redact
 from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point registers them
     LETTA_CODE_RUNS_KEY,
     fake_llm,
+    letta_fake_llm,
     letta_backend,
     letta_client,
     letta_code,

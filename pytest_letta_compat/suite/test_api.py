@@ -57,8 +57,8 @@ def test_health_answers_without_the_trailing_slash(letta_server):
     assert resp.json()["version"] == letta_server.version
 
 
-def test_agent_list_pages_with_limit_and_after(letta_client, fake_llm):
-    mine = {create_agent(letta_client, unique(f"api-page-{i}"), fake_llm.base_url)["id"] for i in range(5)}
+def test_agent_list_pages_with_limit_and_after(letta_client, letta_fake_llm):
+    mine = {create_agent(letta_client, unique(f"api-page-{i}"), letta_fake_llm.base_url)["id"] for i in range(5)}
     everything = [a["id"] for a in letta_client.get("/v1/agents/", params={"limit": 500}).raise_for_status().json()]
     pages, after = [], None
     while True:
@@ -76,8 +76,8 @@ def test_agent_list_pages_with_limit_and_after(letta_client, fake_llm):
     assert mine <= set(paged)
 
 
-def test_message_is_stored_with_sequence_ids_a_run_and_a_step(letta_server, letta_client, letta_db, fake_llm):
-    agent = create_agent(letta_client, unique("api-roundtrip"), fake_llm.base_url)
+def test_message_is_stored_with_sequence_ids_a_run_and_a_step(letta_server, letta_client, letta_db, letta_fake_llm):
+    agent = create_agent(letta_client, unique("api-roundtrip"), letta_fake_llm.base_url)
     text = unique("round trip")
     reply = send_message(letta_client, agent["id"], text)
     assert assistant_texts(reply) == [f"fake-llm reply to: {text}"]
@@ -104,10 +104,10 @@ def test_message_is_stored_with_sequence_ids_a_run_and_a_step(letta_server, lett
     assert runs >= 1
 
 
-def test_export_then_import_on_the_same_server(letta_server, letta_client, fake_llm):
+def test_export_then_import_on_the_same_server(letta_server, letta_client, letta_fake_llm):
     version = letta_server.version
     name, text = unique("api-export"), unique("remember this")
-    agent = create_agent(letta_client, name, fake_llm.base_url)
+    agent = create_agent(letta_client, name, letta_fake_llm.base_url)
     send_message(letta_client, agent["id"], text)
 
     exported = letta_client.get(f"/v1/agents/{agent['id']}/export").raise_for_status()
@@ -133,17 +133,17 @@ def test_export_then_import_on_the_same_server(letta_server, letta_client, fake_
     assert any(text in json.dumps(m.get("content")) for m in history if m["message_type"] == "user_message")
 
 
-def test_slash_in_a_name_is_refused_at_create_but_accepted_by_patch(letta_server, letta_client, fake_llm):
+def test_slash_in_a_name_is_refused_at_create_but_accepted_by_patch(letta_server, letta_client, letta_fake_llm):
     """The rule that cost the incident an agent: such names get in through PATCH (and 0.11.x
     imports), and newer servers then refuse to export them."""
     version = letta_server.version
     slashed = f"AI/ML Expert {uuid.uuid4().hex[:8]}"
     refused = letta_client.post("/v1/agents/", json={"name": slashed, "memory_blocks": [],
-                                                     **agent_configs(fake_llm.base_url)})
+                                                     **agent_configs(letta_fake_llm.base_url)})
     assert refused.status_code == expected("slash_name_create", version), refused.text
     assert "invalid characters" in refused.text
 
-    agent = create_agent(letta_client, unique("api-rename"), fake_llm.base_url)
+    agent = create_agent(letta_client, unique("api-rename"), letta_fake_llm.base_url)
     renamed = letta_client.patch(f"/v1/agents/{agent['id']}", json={"name": slashed})
     assert renamed.status_code == 200, renamed.text
     assert letta_client.get(f"/v1/agents/{agent['id']}").json()["name"] == slashed
@@ -154,8 +154,8 @@ def test_slash_in_a_name_is_refused_at_create_but_accepted_by_patch(letta_server
         assert export.json()["detail"].startswith("Export failed") and "invalid characters" in export.text
 
 
-def test_conversations_exist_from_0_16_2(letta_server, letta_client, letta_db, fake_llm):
-    agent = create_agent(letta_client, unique("api-conversation"), fake_llm.base_url)
+def test_conversations_exist_from_0_16_2(letta_server, letta_client, letta_db, letta_fake_llm):
+    agent = create_agent(letta_client, unique("api-conversation"), letta_fake_llm.base_url)
     created = letta_client.post("/v1/conversations/", params={"agent_id": agent["id"]}, json={})
     if not expected("conversations", letta_server.version):
         assert created.status_code == 404
@@ -181,8 +181,8 @@ def test_conversations_exist_from_0_16_2(letta_server, letta_client, letta_db, f
     assert runs >= 1
 
 
-def test_get_message_by_id_only_from_0_16_4(letta_server, letta_client, fake_llm):
-    agent = create_agent(letta_client, unique("api-message-id"), fake_llm.base_url)
+def test_get_message_by_id_only_from_0_16_4(letta_server, letta_client, letta_fake_llm):
+    agent = create_agent(letta_client, unique("api-message-id"), letta_fake_llm.base_url)
     reply = send_message(letta_client, agent["id"], unique("find me by id"))
     message_id = next(m["id"] for m in reply["messages"] if m["message_type"] == "assistant_message")
     resp = letta_client.get(f"/v1/messages/{message_id}")

@@ -34,13 +34,13 @@ def _turn(letta_code, prompt: str, *args: str, cwd: str | None = None) -> dict:
     return result.json
 
 
-def _new_agent_turn(letta_code, fake_llm, prompt: str) -> dict:
-    return _turn(letta_code, prompt, "--new-agent", "-m", f"openai-proxy/{fake_llm.model}")
+def _new_agent_turn(letta_code, letta_fake_llm, prompt: str) -> dict:
+    return _turn(letta_code, prompt, "--new-agent", "-m", f"openai-proxy/{letta_fake_llm.model}")
 
 
-def _llm_request_with(fake_llm, text: str) -> dict:
+def _llm_request_with(letta_fake_llm, text: str) -> dict:
     """The last chat completion request the fake LLM received that carries ``text``."""
-    bodies = [r["body"] for r in fake_llm.requests
+    bodies = [r["body"] for r in letta_fake_llm.requests
               if r["path"].endswith("/chat/completions") and text in json.dumps(r["body"])]
     assert bodies, f"the fake LLM never received {text!r}"
     return bodies[-1]
@@ -50,35 +50,35 @@ def _messages_with(messages: list[dict], message_type: str, text: str) -> list[d
     return [m for m in messages if m.get("message_type") == message_type and text in json.dumps(m.get("content"))]
 
 
-def test_headless_turn_completes_through_the_server_and_the_fake_llm(letta_code_entry, letta_code, fake_llm):
+def test_headless_turn_completes_through_the_server_and_the_fake_llm(letta_code_entry, letta_code, letta_fake_llm):
     version = letta_code("--version")
     assert version.returncode == 0 and version.stdout.split()[:1] == [letta_code_entry.version], version.stdout
 
     prompt = _prompt("hello from the compat suite")
-    result = _new_agent_turn(letta_code, fake_llm, prompt)
+    result = _new_agent_turn(letta_code, letta_fake_llm, prompt)
 
-    request = _llm_request_with(fake_llm, prompt)
-    assert request["model"] == fake_llm.model
-    text, tool_call, _ = fake_llm.chat_plan(request)
+    request = _llm_request_with(letta_fake_llm, prompt)
+    assert request["model"] == letta_fake_llm.model
+    text, tool_call, _ = letta_fake_llm.chat_plan(request)
     expected = text if tool_call is None else json.loads(tool_call["arguments"]).get("message")
     assert result["result"] == expected and expected.startswith(REPLY_PREFIX)
     assert result["agent_id"].startswith("agent-")
 
 
-def test_agent_it_created_is_visible_over_rest_with_its_messages(letta_code, letta_client, fake_llm):
+def test_agent_it_created_is_visible_over_rest_with_its_messages(letta_code, letta_client, letta_fake_llm):
     prompt = _prompt("remember this turn")
-    result = _new_agent_turn(letta_code, fake_llm, prompt)
+    result = _new_agent_turn(letta_code, letta_fake_llm, prompt)
 
     agent = letta_client.get(f"/v1/agents/{result['agent_id']}").raise_for_status().json()
-    assert agent["llm_config"]["model"] == fake_llm.model
+    assert agent["llm_config"]["model"] == letta_fake_llm.model
     messages = letta_client.get(f"/v1/agents/{agent['id']}/messages", params={"limit": 100}).raise_for_status().json()
     assert len(_messages_with(messages, "user_message", prompt)) == 1
     assert [m["content"] for m in messages if m.get("message_type") == "assistant_message"] == [result["result"]]
 
 
-def test_second_run_in_the_same_directory_resumes_the_agent_and_conversation(letta_code, letta_client, fake_llm):
+def test_second_run_in_the_same_directory_resumes_the_agent_and_conversation(letta_code, letta_client, letta_fake_llm):
     first_prompt, second_prompt = _prompt("first run"), _prompt("second run")
-    first = _new_agent_turn(letta_code, fake_llm, first_prompt)
+    first = _new_agent_turn(letta_code, letta_fake_llm, first_prompt)
     second = _turn(letta_code, second_prompt)  # same HOME and directory, no agent named
     assert second["agent_id"] == first["agent_id"]
 
@@ -95,15 +95,15 @@ def test_second_run_in_the_same_directory_resumes_the_agent_and_conversation(let
         path = f"/v1/conversations/{conversation}/messages"
 
     # the resumed turn reached the model with the first turn still in its context
-    assert first_prompt in json.dumps(_llm_request_with(fake_llm, resumed_prompt)["messages"])
+    assert first_prompt in json.dumps(_llm_request_with(letta_fake_llm, resumed_prompt)["messages"])
     history = letta_client.get(path, params={"limit": 100, "order": "asc"}).raise_for_status().json()
     said = [p for m in history for p in (first_prompt, resumed_prompt) if _messages_with([m], "user_message", p)]
     assert said == [first_prompt, resumed_prompt]
 
 
-def test_conversation_resumes_by_id(letta_code, letta_client, fake_llm):
+def test_conversation_resumes_by_id(letta_code, letta_client, letta_fake_llm):
     first_prompt = _prompt("a conversation to come back to")
-    first = _new_agent_turn(letta_code, fake_llm, first_prompt)
+    first = _new_agent_turn(letta_code, letta_fake_llm, first_prompt)
     _turn(letta_code, _prompt("something in between"))
     back = _prompt("back by id")
     if first["conversation_id"] == "default":  # before conversations: resume the agent by id
@@ -112,7 +112,7 @@ def test_conversation_resumes_by_id(letta_code, letta_client, fake_llm):
     else:  # another directory, so nothing but the id points at it
         resumed = _turn(letta_code, back, "--conversation", first["conversation_id"], cwd="elsewhere")
         assert (resumed["agent_id"], resumed["conversation_id"]) == (first["agent_id"], first["conversation_id"])
-    assert first_prompt in json.dumps(_llm_request_with(fake_llm, back)["messages"])
+    assert first_prompt in json.dumps(_llm_request_with(letta_fake_llm, back)["messages"])
 
 
 _READ_TOOLS = ("Read", "read_file", "ReadFile", "view_file")  # the "default" toolset
@@ -151,13 +151,13 @@ def _read_call(tools: list[dict], path: Path) -> dict:
     return {"name": name, "arguments": {k: v for k, v in args.items() if v is not None}}
 
 
-def test_tool_call_round_trip_through_letta_code(letta_code, fake_llm):
+def test_tool_call_round_trip_through_letta_code(letta_code, letta_fake_llm):
     """The model asks for one of Letta Code's own tools (read a file, else `cat` it in the shell);
     Letta Code runs it on the user's machine, the result goes back through the server to the
     model, and the turn completes."""
     asked = _prompt("which tools do you have")
-    _new_agent_turn(letta_code, fake_llm, asked)
-    tools = _llm_request_with(fake_llm, asked).get("tools") or []
+    _new_agent_turn(letta_code, letta_fake_llm, asked)
+    tools = _llm_request_with(letta_fake_llm, asked).get("tools") or []
     secret_line = f"tool round trip {uuid.uuid4().hex}"
     target = letta_code.project / "notes.txt"
     target.write_text(f"{secret_line}\n{secret_line}\n")  # offsets may count from 0 or 1
@@ -165,7 +165,7 @@ def test_tool_call_round_trip_through_letta_code(letta_code, fake_llm):
     token = _prompt("read the notes")
     result = _turn(letta_code, f"{token} {TOOL_DIRECTIVE}{json.dumps(call)}")
 
-    after = [r["body"] for r in fake_llm.requests if r["path"].endswith("/chat/completions")
+    after = [r["body"] for r in letta_fake_llm.requests if r["path"].endswith("/chat/completions")
              and token in json.dumps(r["body"]) and any(m.get("role") == "tool" for m in r["body"]["messages"])]
     assert after, f"the {call['name']} call never came back to the model (Letta Code result: {result})"
     returned = [m for m in after[-1]["messages"] if m.get("role") == "tool"]
@@ -174,13 +174,13 @@ def test_tool_call_round_trip_through_letta_code(letta_code, fake_llm):
 
 
 def test_history_listed_by_letta_code_after_a_server_restart(letta_code, letta_code_install, letta_server,
-                                                             letta_server_factory, fake_llm, tmp_path):
+                                                             letta_server_factory, letta_fake_llm, tmp_path):
     """A turn, then a freshly started server process (with its own, empty Redis) on the same
     database: Letta Code still lists the turn (`letta messages list`; before that command
     existed, a resumed turn carries it to the model). Nothing may live only in the first
     process or its Redis."""
     before = _prompt("said before the restart")
-    first = _new_agent_turn(letta_code, fake_llm, before)
+    first = _new_agent_turn(letta_code, letta_fake_llm, before)
     restarted = letta_server_factory(letta_server.version, database=letta_server.database,
                                      password=letta_server.password)
     try:
@@ -196,7 +196,7 @@ def test_history_listed_by_letta_code_after_a_server_restart(letta_code, letta_c
         by_id = ("--conversation", first["conversation_id"]) if first["conversation_id"] != "default" else ()
         resumed = _turn(runner, after, *by_id)
         assert resumed["agent_id"] == first["agent_id"]
-        assert before in json.dumps(_llm_request_with(fake_llm, after)["messages"]), (
+        assert before in json.dumps(_llm_request_with(letta_fake_llm, after)["messages"]), (
             f"after the restart, neither `{listing.command}` (exit {listing.returncode}) nor the resumed "
             f"conversation shows the earlier turn")
     finally:

@@ -39,13 +39,13 @@ def test_secure_mode_rejects_requests_without_the_password(letta_server_entry, l
         assert anonymous.get("/v1/health/").status_code == 200  # health stays open
 
 
-def test_fake_llm_is_listed_as_openai_proxy_model(letta_client, fake_llm):
+def test_fake_llm_is_listed_as_openai_proxy_model(letta_client, letta_fake_llm):
     handles = {m.get("handle") for m in letta_client.get("/v1/models/").raise_for_status().json()}
-    assert f"openai-proxy/{fake_llm.model}" in handles
+    assert f"openai-proxy/{letta_fake_llm.model}" in handles
 
 
-def test_agent_exchanges_a_message_through_the_fake_llm(letta_client, letta_db, fake_llm):
-    agent = create_agent(letta_client, "smoke-agent", fake_llm.base_url)
+def test_agent_exchanges_a_message_through_the_fake_llm(letta_client, letta_db, letta_fake_llm):
+    agent = create_agent(letta_client, "smoke-agent", letta_fake_llm.base_url)
     reply = send_message(letta_client, agent["id"], "ping from the smoke test")
     assert assistant_texts(reply) == ["fake-llm reply to: ping from the smoke test"]
     (count,) = letta_db.execute(

@@ -29,7 +29,7 @@ def revision_of(postgres, database: str) -> str:
         return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
 
 
-def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_path, letta_postgres,
+def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_path, letta_backend,
                                          letta_server_factory, tmp_path, record_property):
     """Its own servers, on its own copy of the path's seeded database: the CLI backs up from
     the old server live on that database, must refuse to migrate under it, and migrates once
@@ -39,12 +39,12 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     database = letta_upgrade_path.clone("seeded")
     password = secrets.token_urlsafe(16)  # secure servers: the CLI gets it as $LETTA_API_KEY
     server = letta_server_factory(old, database=database, password=password)
-    before = agents_in(letta_postgres, database)
+    before = agents_in(letta_backend, database)
     assert "AI/ML Expert" in {name for name, _ in before.values()}
     backup_dir = tmp_path / "backup"
-    upgrade = ["upgrade", "--from", old, "--to", new, "--dsn", letta_postgres.dsn(database), "--url", server.url,
+    upgrade = ["upgrade", "--from", old, "--to", new, "--dsn", letta_backend.dsn(database), "--url", server.url,
                "--backup", str(backup_dir)]
-    cache = letta_postgres.cache
+    cache = letta_backend.cache
     outputs = []
 
     # the dry run shows the plan and changes nothing
@@ -54,7 +54,7 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     same_head = new_head == old_head  # e.g. 0.16.7 -> 0.16.8: the plan says so and the other checks still run
     expected = "nothing to migrate" if same_head else f"alembic upgrade {new_head}"
     assert "Dry run" in dry.stdout and expected in dry.stdout, dry.stdout
-    assert revision_of(letta_postgres, database) == old_head
+    assert revision_of(letta_backend, database) == old_head
     assert not backup_dir.exists()
 
     # --apply while the old server runs: it backs up and verifies, then refuses to migrate under it
@@ -63,7 +63,7 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     assert first.returncode == 2, first.stdout + first.stderr
     assert "backup is verified" in first.stderr and "Stop it" in first.stderr
     assert (backup_dir / "manifest.json").is_file() and (backup_dir / "database.dump").is_file()
-    assert revision_of(letta_postgres, database) == old_head
+    assert revision_of(letta_backend, database) == old_head
     server.stop()
 
     # a corrupt archive stops everything before the database is touched
@@ -77,13 +77,13 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     assert refused.returncode == 2
     assert "does not match manifest.json" in refused.stderr and "not touched" in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert revision_of(letta_postgres, database) == old_head
+    assert revision_of(letta_backend, database) == old_head
 
     # with the server stopped and the backup verified, --apply migrates and says what to do next
     applied = letta_compat(*upgrade, "--apply", cache=cache)
     outputs.append(applied)
     assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert revision_of(letta_postgres, database) == new_head
+    assert revision_of(letta_backend, database) == new_head
     assert f"start Letta {new}" in applied.stdout and "letta-compat verify" in applied.stdout
     repaired = [line.removeprefix("fix-up ").removesuffix(" -> repaired") for line in applied.stdout.splitlines()
                 if line.startswith("fix-up ") and line.endswith(" -> repaired")]
@@ -94,20 +94,20 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
     verify = letta_compat("verify", "--url", after.url, str(backup_dir), api_key=password, cache=cache)
     outputs.append(verify)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert agents_in(letta_postgres, database) == before  # same ids, names ("AI/ML Expert") and history
+    assert agents_in(letta_backend, database) == before  # same ids, names ("AI/ML Expert") and history
     with after.client() as client:
         agent_id = next(i for i, (name, _) in before.items() if name == "AI/ML Expert")
         reply = send_message(client, agent_id, "still there after the upgrade?")
         assert assistant_texts(reply) == ["fake-llm reply to: still there after the upgrade?"]
     letta_server_factory.stop_soon(after)
 
-    dsn_password = LettaDatabase(letta_postgres.dsn(database)).params["password"]
+    dsn_password = LettaDatabase(letta_backend.dsn(database)).params["password"]
     for proc in outputs:
         assert password not in proc.stdout + proc.stderr
         assert dsn_password not in proc.stdout + proc.stderr
 
 
-def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrade_path, letta_postgres,
+def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrade_path, letta_backend,
                                                letta_server_factory, tmp_path):
     """The seed's manual procedure done safely: drop and recreate only with a verified archive,
     migrate the empty database, then (new server started) restore and verify every agent.
@@ -118,44 +118,44 @@ def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrad
     database = letta_upgrade_path.clone("seeded")
     password = secrets.token_urlsafe(16)
     server = letta_server_factory(old, database=database, password=password)
-    before = agents_in(letta_postgres, database)
+    before = agents_in(letta_backend, database)
     backup_dir = tmp_path / "backup"
-    request = UpgradeRequest(old, new, letta_postgres.dsn(database), server.url, backup_dir, letta_postgres.cache,
+    request = UpgradeRequest(old, new, letta_backend.dsn(database), server.url, backup_dir, letta_backend.cache,
                              api_key=password, strategy="recreate")
     env = {**os.environ, "LETTA_PG_URI": request.dsn}
     upgrade = ["upgrade", "--from", old, "--to", new, "--url", server.url, "--backup", str(backup_dir),
                "--strategy", "recreate", "--apply"]
-    assert letta_compat(*upgrade, api_key=password, env=env, cache=letta_postgres.cache).returncode == 2  # backs up only
+    assert letta_compat(*upgrade, api_key=password, env=env, cache=letta_backend.cache).returncode == 2  # backs up only
     server.stop()
-    applied = letta_compat(*upgrade, api_key=password, env=env, cache=letta_postgres.cache)
+    applied = letta_compat(*upgrade, api_key=password, env=env, cache=letta_backend.cache)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "letta-compat restore" in applied.stdout
-    assert revision_of(letta_postgres, database) == versions.server_release(new).alembic_head
-    assert agents_in(letta_postgres, database) == {}  # recreated empty: the agents come back through the API
+    assert revision_of(letta_backend, database) == versions.server_release(new).alembic_head
+    assert agents_in(letta_backend, database) == {}  # recreated empty: the agents come back through the API
 
     after = letta_server_factory(new, database=database, password=password)
     request.url = after.url
     report = finish_upgrade(request, progress=lambda _: None)
     assert report.ok, report.format_table()
-    restored = agents_in(letta_postgres, database)
+    restored = agents_in(letta_backend, database)
     assert sorted(restored.values()) == sorted(before.values())  # names ("AI/ML Expert") and message counts
     letta_server_factory.stop_soon(after)
 
 
-def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_postgres, tmp_path):
+def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_backend, tmp_path):
     """No backup and no server to make one from: nothing is touched, and the message says why."""
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
-    database = letta_postgres.unique_name("nobackup", old, new)
-    letta_postgres.create_database(database, version=old)
+    database = letta_backend.unique_name("nobackup", old, new)
+    letta_backend.create_database(database, version=old)
     stopped = f"http://127.0.0.1:{free_port()}"
     proc = letta_compat("upgrade", "--from", old, "--to", new, "--dsn",
-                        letta_postgres.dsn(database), "--url", stopped, "--backup", str(tmp_path / "none"), "--apply", cache=letta_postgres.cache)
+                        letta_backend.dsn(database), "--url", stopped, "--backup", str(tmp_path / "none"), "--apply", cache=letta_backend.cache)
     assert proc.returncode == 2
     assert "Refusing to upgrade without a backup" in proc.stderr and "Traceback" not in proc.stderr
-    assert revision_of(letta_postgres, database) == versions.server_release(old).alembic_head
+    assert revision_of(letta_backend, database) == versions.server_release(old).alembic_head
 
 
-def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_upgrade_path, letta_postgres,
+def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_upgrade_path, letta_backend,
                                                     letta_server_factory):
     """The two drifts on messages.sequence_id: no default (inserts fail NOT NULL) and a sequence
     behind the data (inserts collide); Letta 0.16.2 then answers 200 yet keeps none of the new
@@ -167,8 +167,8 @@ def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_u
     new = letta_upgrade_entry.to_version
     database = letta_upgrade_path.clone("upgraded")
     agent = {"id": letta_upgrade_path.agents["AI/ML Expert"]}
-    target = LettaDatabase(letta_postgres.dsn(database))
-    with letta_postgres.connect(database) as conn:
+    target = LettaDatabase(letta_backend.dsn(database))
+    with letta_backend.connect(database) as conn:
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
         assert not any(r.applied for r in run_fixups(target, apply=False))  # detecting changes nothing
         assert _sequence_state(conn)[0] is None
@@ -192,19 +192,19 @@ def test_sequence_fixups_let_messages_through_again(letta_upgrade_entry, letta_u
         letta_server_factory.stop_soon(again)
 
 
-def test_fixup_normalises_the_incidents_hand_made_sequence(letta_upgrade_entry, letta_postgres):
+def test_fixup_normalises_the_incidents_hand_made_sequence(letta_upgrade_entry, letta_backend):
     """The incident typed CREATE SEQUENCE messages_sequence_id_seq ...: the fix-up moves the
     column back to Letta's own message_seq_id, past every value either one handed out."""
     new = letta_upgrade_entry.to_version
-    database = letta_postgres.unique_name("handfix", letta_upgrade_entry.from_version, new)  # per path and run
-    letta_postgres.create_database(database, version=new)
-    with letta_postgres.connect(database) as conn:
+    database = letta_backend.unique_name("handfix", letta_upgrade_entry.from_version, new)  # per path and run
+    letta_backend.create_database(database, version=new)
+    with letta_backend.connect(database) as conn:
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
         conn.execute("DROP SEQUENCE message_seq_id")
         conn.execute("CREATE SEQUENCE messages_sequence_id_seq OWNED BY messages.sequence_id")
         conn.execute("SELECT setval('messages_sequence_id_seq', 500)")
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id SET DEFAULT nextval('messages_sequence_id_seq')")
-        results = _by_name(run_fixups(LettaDatabase(letta_postgres.dsn(database)), apply=True))
+        results = _by_name(run_fixups(LettaDatabase(letta_backend.dsn(database)), apply=True))
         assert _applied(results) == {DEFAULT} and "messages_sequence_id_seq" in results[DEFAULT].drift
         default, upcoming = _sequence_state(conn)
         assert default == "nextval('message_seq_id'::regclass)"

@@ -37,8 +37,8 @@ def test_a_killed_run_leaves_containers_that_the_next_run_removes(docker, pytest
     pytester.makepyfile(test_inner="""
         import os, signal
 
-        def test_dies_with_postgres_running(letta_postgres):
-            letta_postgres.create_database("left_behind")
+        def test_dies_with_postgres_running(letta_backend):
+            letta_backend.create_database("left_behind")
             os.kill(os.getpid(), signal.SIGKILL)
     """)
     cache = str(letta_backend.cache)
@@ -48,8 +48,8 @@ def test_a_killed_run_leaves_containers_that_the_next_run_removes(docker, pytest
                  if c.labels.get(SESSION_LABEL) != letta_backend.session]
     assert leftovers, "the killed run's PostgreSQL container should still exist"
     pytester.makepyfile(test_inner="""
-        def test_starts_a_backend(letta_postgres):
-            assert letta_postgres.postgres is not None
+        def test_starts_a_backend(letta_backend):
+            assert letta_backend.postgres is not None
     """)
     pytester.runpytest_subprocess("--letta-matrix", "matrix.toml", "--letta-cache-dir", cache,
                                   "-p", "no:cacheprovider").assert_outcomes(passed=1)

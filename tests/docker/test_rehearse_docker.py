@@ -14,11 +14,11 @@ from rehearse_seed import OLD, SANDBOX_SECRET, SECRET, SLASH_NAME, UNICODE_NAME,
 pytestmark = pytest.mark.letta_check("upgrade")
 
 
-def test_a_0_11_3_dump_rehearsed_to_0_16_2_on_the_docker_backend(docker, seeded, letta_postgres, tmp_path):
+def test_a_0_11_3_dump_rehearsed_to_0_16_2_on_the_docker_backend(docker, seeded, letta_backend, tmp_path):
     _, _, dump = seeded
     ours = {c.id for c in docker.containers.list(all=True, filters={"label": SESSION_LABEL})}
     report_path = tmp_path / "rehearsal.json"
-    result = rehearse(letta_postgres.cache, "--backend", "docker", "--dump", str(dump), "--to", "0.16.2",
+    result = rehearse(letta_backend.cache, "--backend", "docker", "--dump", str(dump), "--to", "0.16.2",
                       "--report", str(report_path))
     assert result.returncode in (0, 1) and report_path.exists(), result.stdout + result.stderr[-5000:]
     for text in (result.stdout, result.stderr, report_path.read_text()):

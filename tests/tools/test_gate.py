@@ -24,10 +24,10 @@ import pytest
 from pytest_letta_compat import versions
 
 @pytest.mark.letta_check("upgrade")
-def test_path_migrates(letta_upgrade_entry, letta_postgres):
-    letta_postgres.create_database("gated", version=letta_upgrade_entry.from_version)
-    letta_postgres.migrate("gated", letta_upgrade_entry.to_version)
-    with letta_postgres.connect("gated") as conn:
+def test_path_migrates(letta_upgrade_entry, letta_backend):
+    letta_backend.create_database("gated", version=letta_upgrade_entry.from_version)
+    letta_backend.migrate("gated", letta_upgrade_entry.to_version)
+    with letta_backend.connect("gated") as conn:
         (rev,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     assert rev == versions.server_release(letta_upgrade_entry.to_version).alembic_head
     print("GATE-RAN", letta_upgrade_entry.id)

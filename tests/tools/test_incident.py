@@ -43,24 +43,24 @@ def schema_check(cache, dsn: str, version: str, *extra: str) -> subprocess.Compl
 
 
 @pytest.fixture(scope="module")
-def half_migrated(incident_versions, letta_postgres, letta_server_factory, fake_llm):
+def half_migrated(incident_versions, letta_backend, letta_server_factory, letta_fake_llm):
     """A 0.11.3 database holding an agent and its messages, migrated to 39577145c45d only."""
     name = "incident_half_migrated"
-    letta_postgres.create_database(name, version=OLD)
+    letta_backend.create_database(name, version=OLD)
     old = letta_server_factory(OLD, database=name)
     with old.client() as client:
-        agent = create_agent(client, f"incident-{uuid.uuid4().hex[:8]}", fake_llm.base_url)
+        agent = create_agent(client, f"incident-{uuid.uuid4().hex[:8]}", letta_fake_llm.base_url)
         send_message(client, agent["id"], "written by 0.11.3 before the upgrade")
     old.stop()
-    upgrade_database(letta_postgres.dsn(name), HALF_WAY, letta_postgres.cache)
+    upgrade_database(letta_backend.dsn(name), HALF_WAY, letta_backend.cache)
     yield name, agent["id"]
-    letta_postgres.drop_database(name)
+    letta_backend.drop_database(name)
 
 
-def test_half_migrated_database_is_not_ready_for_0_16_2(half_migrated, letta_postgres):
+def test_half_migrated_database_is_not_ready_for_0_16_2(half_migrated, letta_backend):
     name, _ = half_migrated
-    dsn = letta_postgres.dsn(name)
-    result = schema_check(letta_postgres.cache, dsn, NEW)
+    dsn = letta_backend.dsn(name)
+    result = schema_check(letta_backend.cache, dsn, NEW)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     for column in INCIDENT_COLUMNS:
@@ -70,7 +70,7 @@ def test_half_migrated_database_is_not_ready_for_0_16_2(half_migrated, letta_pos
     password = dsn.split(":")[2].split("@")[0]
     assert password not in result.stdout + result.stderr
 
-    report = json.loads(schema_check(letta_postgres.cache, dsn, NEW, "--json").stdout)
+    report = json.loads(schema_check(letta_backend.cache, dsn, NEW, "--json").stdout)
     assert report["ready"] is False and report["revision_found"] == HALF_WAY
     assert set(INCIDENT_COLUMNS) <= {p["subject"] for p in report["problems"]}
 
@@ -115,38 +115,38 @@ def test_the_images_start_up_migration_heals_the_half_migrated_database(half_mig
         server.stop()
 
 
-def test_dropped_sequence_id_default_is_reported(incident_versions, letta_postgres):
+def test_dropped_sequence_id_default_is_reported(incident_versions, letta_backend):
     """What a schema built by the ORM (create_all) lacks: every insert fails, HTTP 409."""
     name = "incident_no_sequence_default"
-    letta_postgres.create_database(name, version=NEW)
+    letta_backend.create_database(name, version=NEW)
     try:
-        with letta_postgres.connect(name) as conn:
+        with letta_backend.connect(name) as conn:
             conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
-        result = schema_check(letta_postgres.cache, letta_postgres.dsn(name), NEW)
+        result = schema_check(letta_backend.cache, letta_backend.dsn(name), NEW)
     finally:
-        letta_postgres.drop_database(name)
+        letta_backend.drop_database(name)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "  messages.sequence_id: no default (inserts will fail with NOT NULL → HTTP 409)" in result.stdout
     assert "alembic revision" not in result.stdout  # the revision is right; only the default is gone
 
 
-def test_fully_migrated_database_is_ready(incident_versions, letta_postgres):
+def test_fully_migrated_database_is_ready(incident_versions, letta_backend):
     name = "incident_fully_migrated"
-    letta_postgres.create_database(name, version=NEW)
+    letta_backend.create_database(name, version=NEW)
     try:
-        result = schema_check(letta_postgres.cache, letta_postgres.dsn(name), NEW)
+        result = schema_check(letta_backend.cache, letta_backend.dsn(name), NEW)
     finally:
-        letta_postgres.drop_database(name)
+        letta_backend.drop_database(name)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"is ready for Letta {NEW}" in result.stdout
 
 
 @pytest.mark.parametrize("case", ["unreachable", "unknown-version"])
-def test_bad_input_is_one_line_without_traceback_or_password(case, tmp_path, letta_postgres):
+def test_bad_input_is_one_line_without_traceback_or_password(case, tmp_path, letta_backend):
     password = secrets.token_urlsafe(12)
     dsn = f"postgresql://letta:{password}@127.0.0.1:{free_port()}/letta"
     version = NEW if case == "unreachable" else "0.99.0"
-    result = schema_check(letta_postgres.cache, dsn, version)
+    result = schema_check(letta_backend.cache, dsn, version)
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

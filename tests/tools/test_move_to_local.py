@@ -93,10 +93,10 @@ class Source:
 
 
 @pytest.fixture(scope="module")
-def source(letta_server_factory, fake_llm, tmp_path_factory) -> Source:
+def source(letta_server_factory, letta_fake_llm, tmp_path_factory) -> Source:
     stack = letta_server_factory(SOURCE_VERSION)
     with stack.client() as client:
-        seeded = seed_source_agents(client, fake_llm.base_url)
+        seeded = seed_source_agents(client, letta_fake_llm.base_url)
     backup_dir = tmp_path_factory.mktemp("move-source") / "backup"
     backup(stack.url, backup_dir, progress=lambda line: None)
     with LettaAPI(stack.url) as api:

@@ -39,11 +39,11 @@ def no_secret_anywhere(result: subprocess.CompletedProcess, *files: Path, also: 
             assert hashlib.sha256(secret.encode()).hexdigest() not in text
 
 
-def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool_secret(seeded, letta_postgres,
+def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool_secret(seeded, letta_backend,
                                                                                        tmp_path):
     _, agents, dump = seeded
     report_path = tmp_path / "rehearsal.json"
-    result = rehearse(letta_postgres.cache, "--dump", str(dump), "--to", "0.16.8", "--report", str(report_path))
+    result = rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.16.8", "--report", str(report_path))
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
     no_secret_anywhere(result, report_path)
     report = json.loads(report_path.read_text())
@@ -78,23 +78,23 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
     assert "VERDICT: every agent came through the letta-compat path intact" in result.stdout
 
 
-def test_a_live_database_in_public_is_only_read_and_comes_through_to_0_16_2(seeded, letta_postgres, tmp_path):
+def test_a_live_database_in_public_is_only_read_and_comes_through_to_0_16_2(seeded, letta_backend, tmp_path):
     """--dsn: the source is read once by pg_dump; afterwards the same rows, checksums and objects."""
     name, _, dump = seeded
     live = f"rehearse_live_{uuid.uuid4().hex[:6]}"
-    with letta_postgres.connect("postgres") as conn:
+    with letta_backend.connect("postgres") as conn:
         conn.execute(f'CREATE DATABASE "{live}" TEMPLATE template0 OWNER letta')
-    dsn = letta_postgres.dsn(live)
+    dsn = letta_backend.dsn(live)
     run_pg_tool("pg_restore", ["--no-owner", "--exit-on-error", str(dump)], dsn=dsn)
-    with letta_postgres.connect(live) as conn:  # an operator's own PostgreSQL: Letta in public
+    with letta_backend.connect(live) as conn:  # an operator's own PostgreSQL: Letta in public
         conn.execute("DROP SCHEMA public")
         conn.execute("ALTER SCHEMA letta RENAME TO public")
     try:
-        before = fingerprint(letta_postgres, live)
-        result = rehearse(letta_postgres.cache, "--dsn", dsn, "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
-        after = fingerprint(letta_postgres, live)
+        before = fingerprint(letta_backend, live)
+        result = rehearse(letta_backend.cache, "--dsn", dsn, "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
+        after = fingerprint(letta_backend, live)
     finally:
-        letta_postgres.drop_database(live)
+        letta_backend.drop_database(live)
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
     assert after == before
     password = dsn.split(":")[2].split("@")[0]
@@ -105,9 +105,9 @@ def test_a_live_database_in_public_is_only_read_and_comes_through_to_0_16_2(seed
     assert compat["verdict"] == "intact" and {SLASH_NAME, UNICODE_NAME} <= set(by_name(compat))
 
 
-def fingerprint(letta_postgres, name: str, schema: str = "public") -> dict:
+def fingerprint(letta_backend, name: str, schema: str = "public") -> dict:
     """Every table's row count and content checksum, and every object, of database ``name``."""
-    with letta_postgres.connect(name) as conn:
+    with letta_backend.connect(name) as conn:
         tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,))]
         found = {t: conn.execute(f'SELECT count(*), md5(coalesce(string_agg(x::text, \'|\' ORDER BY x::text), \'\')) '
                                  f'FROM "{schema}"."{t}" x').fetchone() for t in tables}
@@ -118,22 +118,22 @@ def fingerprint(letta_postgres, name: str, schema: str = "public") -> dict:
     return found
 
 
-def test_the_incident_database_comes_through_after_fix_ups_from_a_plain_sql_dump(seeded, letta_postgres, tmp_path):
+def test_the_incident_database_comes_through_after_fix_ups_from_a_plain_sql_dump(seeded, letta_backend, tmp_path):
     """An interrupted 0.16.2 upgrade (ee2b43eea55e: past 0.16.1's head, before 0.16.2's) and no sequence_id
     default (a hand-built schema): the seed incident's database."""
     name, _, dump = seeded
     half = f"rehearse_half_{uuid.uuid4().hex[:6]}"
-    with letta_postgres.connect("postgres") as conn:
+    with letta_backend.connect("postgres") as conn:
         conn.execute(f'CREATE DATABASE "{half}" TEMPLATE "{name}" OWNER letta')
         conn.execute(f'ALTER DATABASE "{half}" SET search_path TO letta')
-    dsn = letta_postgres.dsn(half)
-    upgrade_database(dsn, HALF_WAY, letta_postgres.cache)
-    with letta_postgres.connect(half) as conn:
+    dsn = letta_backend.dsn(half)
+    upgrade_database(dsn, HALF_WAY, letta_backend.cache)
+    with letta_backend.connect(half) as conn:
         conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
     plain = tmp_path / "incident.sql"
     run_pg_tool("pg_dump", ["-Fp", "-f", str(plain)], dsn=dsn)
-    letta_postgres.drop_database(half)
-    result = rehearse(letta_postgres.cache, "--dump", str(plain), "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
+    letta_backend.drop_database(half)
+    result = rehearse(letta_backend.cache, "--dump", str(plain), "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
     report = json.loads((tmp_path / "r.json").read_text())
     source = report["source"]
@@ -150,7 +150,7 @@ def test_the_incident_database_comes_through_after_fix_ups_from_a_plain_sql_dump
     no_secret_anywhere(result, tmp_path / "r.json")
 
 
-def test_with_the_encryption_key_alembic_runs_letta_s_backfill_which_still_skips_tool_env_vars(seeded, letta_postgres,
+def test_with_the_encryption_key_alembic_runs_letta_s_backfill_which_still_skips_tool_env_vars(seeded, letta_backend,
                                                                                            tmp_path):
     """--encryption-key-env puts LETTA_ENCRYPTION_KEY into alembic's environment (and the servers'):
     Letta's backfill (8149a781ac1b) then encrypts the sandbox environment variable. It has no step
@@ -159,7 +159,7 @@ def test_with_the_encryption_key_alembic_runs_letta_s_backfill_which_still_skips
     _, _, dump = seeded
     key = secrets.token_urlsafe(32)
     report_path = tmp_path / "rehearsal.json"
-    result = rehearse(letta_postgres.cache, "--dump", str(dump), "--to", "0.16.8", "--encryption-key-env",
+    result = rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.16.8", "--encryption-key-env",
                       "REHEARSAL_TEST_KEY", "--report", str(report_path), env={"REHEARSAL_TEST_KEY": key})
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
     no_secret_anywhere(result, report_path, also=(key,))
@@ -180,11 +180,11 @@ def test_with_the_encryption_key_alembic_runs_letta_s_backfill_which_still_skips
     assert image["verdict"] == "changed" and image["after"]["tool_env_vars"] == {"WEATHER_TOKEN": "placeholder"}
 
 
-def test_letta_code_resumes_an_agent_of_a_0_11_3_dump_on_0_16_8(seeded, letta_postgres, tmp_path):
+def test_letta_code_resumes_an_agent_of_a_0_11_3_dump_on_0_16_8(seeded, letta_backend, tmp_path):
     """--letta-code 0.34.12: on the letta-compat path's copy, with 0.16.8 running, the real CLI takes
     one headless turn on the dump's longest-history agent (a memgpt_v2_agent made by 0.11.3)."""
     _, agents, dump = seeded
-    result = rehearse(letta_postgres.cache, "--dump", str(dump), "--to", "0.16.8", "--letta-code", "0.34.12",
+    result = rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.16.8", "--letta-code", "0.34.12",
                       "--report", str(tmp_path / "rehearsal"))
     no_secret_anywhere(result, *(tmp_path / f"rehearsal{s}" for s in (".json", ".md", ".html")))
     report = json.loads((tmp_path / "rehearsal.json").read_text())
@@ -202,23 +202,23 @@ def test_letta_code_resumes_an_agent_of_a_0_11_3_dump_on_0_16_8(seeded, letta_po
     assert "0.34.12" in page and ">works</td>" in page and "long-history" in page
 
 
-def test_the_fix_ups_are_idempotent_on_an_upgraded_copy(seeded, letta_postgres):
+def test_the_fix_ups_are_idempotent_on_an_upgraded_copy(seeded, letta_backend):
     """An upgrade to 0.16.8 as the image runs it, then the fix-ups twice: the first repairs the
     secrets left in plaintext columns, the second finds nothing to do and changes no row."""
     name, _, _ = seeded
     copy = f"rehearse_fixups_{uuid.uuid4().hex[:6]}"
-    with letta_postgres.connect("postgres") as conn:
+    with letta_backend.connect("postgres") as conn:
         conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}" OWNER letta')
         conn.execute(f'ALTER DATABASE "{copy}" SET search_path TO letta')
     try:
-        letta_postgres.migrate(copy, "0.16.8")
-        database = LettaDatabase(letta_postgres.dsn(copy))
+        letta_backend.migrate(copy, "0.16.8")
+        database = LettaDatabase(letta_backend.dsn(copy))
         first = {r.name: r for r in run_fixups(database, apply=True)}
-        after_first = fingerprint(letta_postgres, copy, "letta")
+        after_first = fingerprint(letta_backend, copy, "letta")
         second = run_fixups(database, apply=True)
-        after_second = fingerprint(letta_postgres, copy, "letta")
+        after_second = fingerprint(letta_backend, copy, "letta")
     finally:
-        letta_postgres.drop_database(copy)
+        letta_backend.drop_database(copy)
     repaired = first["secrets only in plaintext columns"]
     assert repaired.applied and repaired.drift.startswith("2 secret value(s)"), repaired
     assert [str(r) for r in second] == [f"{r.name}: ok, nothing to do" for r in second]
@@ -235,55 +235,55 @@ def one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
     assert expected in lines[0], lines[0]
 
 
-def test_not_a_dump(tmp_path, letta_postgres):
+def test_not_a_dump(tmp_path, letta_backend):
     junk = tmp_path / "notes.txt"
     junk.write_bytes(b"\x00\x01 these are my notes, not a database\n")
-    one_line_error(rehearse(letta_postgres.cache, "--dump", str(junk), "--to", "0.16.8"), "is not a PostgreSQL dump")
+    one_line_error(rehearse(letta_backend.cache, "--dump", str(junk), "--to", "0.16.8"), "is not a PostgreSQL dump")
 
 
-def test_a_dump_of_another_database(tmp_path, letta_postgres):
+def test_a_dump_of_another_database(tmp_path, letta_backend):
     other = tmp_path / "shop.sql"
     other.write_text("-- PostgreSQL database dump\nCREATE TABLE public.orders (id integer);\n")
-    one_line_error(rehearse(letta_postgres.cache, "--dump", str(other), "--to", "0.16.8"),
+    one_line_error(rehearse(letta_backend.cache, "--dump", str(other), "--to", "0.16.8"),
                    "holds no alembic_version table: it is not a dump of a Letta database")
 
 
-def test_a_live_database_that_is_not_letta(letta_postgres):
+def test_a_live_database_that_is_not_letta(letta_backend):
     name = f"rehearse_other_{uuid.uuid4().hex[:6]}"
-    with letta_postgres.connect("postgres") as conn:
+    with letta_backend.connect("postgres") as conn:
         conn.execute(f'CREATE DATABASE "{name}" OWNER letta')
     try:
-        with letta_postgres.connect(name) as conn:
+        with letta_backend.connect(name) as conn:
             conn.execute("CREATE TABLE public.orders (id integer)")
-        result = rehearse(letta_postgres.cache, "--dsn", letta_postgres.dsn(name), "--to", "0.16.8")
+        result = rehearse(letta_backend.cache, "--dsn", letta_backend.dsn(name), "--to", "0.16.8")
     finally:
-        letta_postgres.drop_database(name)
+        letta_backend.drop_database(name)
     one_line_error(result, "holds no Letta tables")
 
 
-def test_a_dump_newer_than_every_target(tmp_path, letta_postgres):
+def test_a_dump_newer_than_every_target(tmp_path, letta_backend):
     name = f"rehearse_new_{uuid.uuid4().hex[:6]}"
-    letta_postgres.create_database(name, version="0.16.2")
+    letta_backend.create_database(name, version="0.16.2")
     dump = tmp_path / "new.dump"
     try:
-        pg_dump(letta_postgres.dsn(name), dump)
+        pg_dump(letta_backend.dsn(name), dump)
     finally:
-        letta_postgres.drop_database(name)
-    one_line_error(rehearse(letta_postgres.cache, "--dump", str(dump), "--to", "0.11.3", "--to", "0.16.1"),
+        letta_backend.drop_database(name)
+    one_line_error(rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.11.3", "--to", "0.16.1"),
                    "newer than every --to (0.11.3, 0.16.1)")
 
 
-def test_an_unknown_revision(tmp_path, letta_postgres):
+def test_an_unknown_revision(tmp_path, letta_backend):
     name = f"rehearse_unknown_{uuid.uuid4().hex[:6]}"
-    letta_postgres.create_database(name, version=OLD)
+    letta_backend.create_database(name, version=OLD)
     dump = tmp_path / "unknown.dump"
     try:
-        with letta_postgres.connect(name) as conn:
+        with letta_backend.connect(name) as conn:
             conn.execute("UPDATE alembic_version SET version_num = 'deadbeef0000'")
-        pg_dump(letta_postgres.dsn(name), dump)
+        pg_dump(letta_backend.dsn(name), dump)
     finally:
-        letta_postgres.drop_database(name)
-    one_line_error(rehearse(letta_postgres.cache, "--dump", str(dump), "--to", "0.16.8"),
+        letta_backend.drop_database(name)
+    one_line_error(rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.16.8"),
                    "is at alembic revision deadbeef0000, which no Letta release's migrations know")
 
 
@@ -291,7 +291,7 @@ def test_an_unknown_revision(tmp_path, letta_postgres):
     (["--to", "0.99.0"], "--to '0.99.0' is not a Letta server release this tool knows"),
     (["--to", "0.16.8", "--encryption-key-env", "NO_SUCH_VARIABLE_HERE"], "that environment variable is not set"),
 ])
-def test_bad_options(tmp_path, letta_postgres, args, expected):
+def test_bad_options(tmp_path, letta_backend, args, expected):
     missing = tmp_path / "none.dump"
     missing.write_bytes(b"PGDMP")
-    one_line_error(rehearse(letta_postgres.cache, "--dump", str(missing), *args), expected)
+    one_line_error(rehearse(letta_backend.cache, "--dump", str(missing), *args), expected)

@@ -25,12 +25,12 @@ AGENTS = 6
 
 
 @pytest.fixture(scope="module")
-def small_backup(letta_upgrade_entry, letta_server_factory, fake_llm, tmp_path_factory):
+def small_backup(letta_upgrade_entry, letta_server_factory, letta_fake_llm, tmp_path_factory):
     """A backup of six agents of the old version, one renamed to "AI/ML Expert"."""
     old = letta_server_factory(letta_upgrade_entry.from_version)
     with old.client() as client:
         for i in range(AGENTS):
-            agent = create_agent(client, f"fault-{i}", fake_llm.base_url)
+            agent = create_agent(client, f"fault-{i}", letta_fake_llm.base_url)
             send_message(client, agent["id"], f"hello agent {i}")
             if i == 3:
                 client.patch(f"/v1/agents/{agent['id']}", json={"name": "AI/ML Expert"}).raise_for_status()

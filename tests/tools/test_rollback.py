@@ -22,27 +22,27 @@ from pytest_letta_compat.suite.test_upgrade_inplace import revision_of
 pytestmark = pytest.mark.letta_check("upgrade")
 
 
-def test_rollback_puts_the_old_database_back(letta_upgrade_entry, letta_postgres, letta_server_factory, fake_llm,
+def test_rollback_puts_the_old_database_back(letta_upgrade_entry, letta_backend, letta_server_factory, letta_fake_llm,
                                              tmp_path):
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
     old_head = versions.server_release(old).alembic_head
     database = f"rollback_{old}_{new}".replace(".", "_")
-    letta_postgres.create_database(database, version=old)
-    dsn = letta_postgres.dsn(database)
+    letta_backend.create_database(database, version=old)
+    dsn = letta_backend.dsn(database)
     password = secrets.token_urlsafe(16)
     server = letta_server_factory(old, database=database, password=password)
     with server.client() as client:
-        seed_incident_agents(client, fake_llm.base_url, exchanges=1)
+        seed_incident_agents(client, letta_fake_llm.base_url, exchanges=1)
     backup_dir = tmp_path / "backup"
     backup(server.url, backup_dir, api_key=password, dsn=dsn, progress=lambda _: None)
-    before = agents_in(letta_postgres, database)
+    before = agents_in(letta_backend, database)
     server.stop()
 
     # the in-place upgrade, through the phase the CLI's --apply runs
-    apply_upgrade(UpgradeRequest(old, new, dsn, server.url, backup_dir, letta_postgres.cache, api_key=password),
+    apply_upgrade(UpgradeRequest(old, new, dsn, server.url, backup_dir, letta_backend.cache, api_key=password),
                   progress=lambda _: None)
     upgraded = versions.server_release(new).alembic_head
-    assert revision_of(letta_postgres, database) == upgraded
+    assert revision_of(letta_backend, database) == upgraded
 
     # a corrupt archive is refused, and the upgraded database stays as it is
     corrupt = tmp_path / "corrupt"
@@ -51,19 +51,19 @@ def test_rollback_puts_the_old_database_back(letta_upgrade_entry, letta_postgres
         f.seek(os.path.getsize(corrupt / "database.dump") // 2)
         f.write(b"corrupt")
     env = {**os.environ, "LETTA_PG_URI": dsn}  # the DSN's password stays off the command line
-    refused = letta_compat("rollback", "--backup", str(corrupt), env=env, cache=letta_postgres.cache)
+    refused = letta_compat("rollback", "--backup", str(corrupt), env=env, cache=letta_backend.cache)
     assert refused.returncode == 2
     assert "does not match manifest.json" in refused.stderr and "not touched" in refused.stderr
-    assert revision_of(letta_postgres, database) == upgraded
+    assert revision_of(letta_backend, database) == upgraded
 
-    rolled = letta_compat("rollback", "--backup", str(backup_dir), env=env, cache=letta_postgres.cache)
+    rolled = letta_compat("rollback", "--backup", str(backup_dir), env=env, cache=letta_backend.cache)
     assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-    assert revision_of(letta_postgres, database) == old_head
+    assert revision_of(letta_backend, database) == old_head
     assert f"the schema of Letta {', '.join(versions_at(old_head))}" in rolled.stdout
     assert old in rolled.stdout
     assert password not in rolled.stdout + rolled.stderr
     assert list(backup_dir.glob("before-rollback-*.dump")), "the upgraded database is kept before it is replaced"
-    assert agents_in(letta_postgres, database) == before
+    assert agents_in(letta_backend, database) == before
 
     again = letta_server_factory(old, database=database, password=password)
     with again.client() as client:

@@ -11,7 +11,7 @@ from pytest_letta_compat.operations.upgrade_path import SEED_FACTS, UpgradePath,
 pytestmark = pytest.mark.letta_check("upgrade")
 
 
-def test_a_second_build_restores_the_seeded_path_without_a_server(letta_upgrade_path, letta_backend, fake_llm,
+def test_a_second_build_restores_the_seeded_path_without_a_server(letta_upgrade_path, letta_backend, letta_fake_llm,
                                                                    tmp_path):
     first = letta_upgrade_path  # seeded now, or restored from an earlier run's seeding: either way it is cached
     assert (seed_cache_dir(letta_backend, first.from_version) / SEED_FACTS).is_file()
@@ -21,7 +21,7 @@ def test_a_second_build_restores_the_seeded_path_without_a_server(letta_upgrade_
         started.append(version)
         return letta_backend.start_server(version, **kwargs)
 
-    again = UpgradePath(letta_backend, first.from_version, first.to_version, fake_llm, tmp_path,
+    again = UpgradePath(letta_backend, first.from_version, first.to_version, letta_fake_llm, tmp_path,
                         start_server=start_server, name="seed_cache_again")
     again.build()
 
@@ -33,7 +33,7 @@ def test_a_second_build_restores_the_seeded_path_without_a_server(letta_upgrade_
         endpoints = {row[0] for row in conn.execute(
             "SELECT llm_config::jsonb->>'model_endpoint' FROM agents UNION "
             "SELECT embedding_config::jsonb->>'embedding_endpoint' FROM agents").fetchall()}
-    assert endpoints == {fake_llm.base_url}, "the restored agents still name an earlier run's fake LLM"
+    assert endpoints == {letta_fake_llm.base_url}, "the restored agents still name an earlier run's fake LLM"
     # apply_upgrade accepted the cached backup as a backup of this database, and lost nothing
     upgraded = agents_in(letta_backend, again.upgraded)
     assert sorted(upgraded.values()) == sorted(first.before.values())

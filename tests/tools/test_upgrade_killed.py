@@ -72,29 +72,29 @@ class Seeded:
 
 
 @pytest.fixture(scope="module")
-def seeded(letta_postgres, letta_server_factory, fake_llm, tmp_path_factory) -> Seeded:
+def seeded(letta_backend, letta_server_factory, letta_fake_llm, tmp_path_factory) -> Seeded:
     """One Letta 0.11.3 database with agents and history, backed up as `upgrade --apply` does
     (agents through the API, the database by pg_dump); each kill works on a copy of it."""
     database = "killed_source_0_11_3"
-    letta_postgres.create_database(database, version=OLD)
+    letta_backend.create_database(database, version=OLD)
     server = letta_server_factory(OLD, database=database)
     with server.client() as client:
-        seed_incident_agents(client, fake_llm.base_url, exchanges=1)
+        seed_incident_agents(client, letta_fake_llm.base_url, exchanges=1)
     backup_dir = tmp_path_factory.mktemp("killed") / "backup"
-    backup(server.url, backup_dir, dsn=letta_postgres.dsn(database), progress=lambda _: None)
+    backup(server.url, backup_dir, dsn=letta_backend.dsn(database), progress=lambda _: None)
     server.stop()
-    before = agents_in(letta_postgres, database)
+    before = agents_in(letta_backend, database)
     assert len(before) == 5 and "AI/ML Expert" in {name for name, _ in before.values()} and all(count > 0 for _, count in before.values())
     return Seeded(database, backup_dir, before)
 
 
-def _admin(letta_postgres, database: str):
-    return letta_postgres.database_server().connect(database, admin=True)
+def _admin(letta_backend, database: str):
+    return letta_backend.database_server().connect(database, admin=True)
 
 
-def install_pause(letta_postgres, database: str, point: KillPoint) -> None:
+def install_pause(letta_backend, database: str, point: KillPoint) -> None:
     """Hold the alembic session in pg_sleep at ``point`` until the test lets go."""
-    with _admin(letta_postgres, database) as conn:
+    with _admin(letta_backend, database) as conn:
         conn.execute("CREATE SCHEMA killtest")
         conn.execute("CREATE TABLE killtest.release (go boolean)")
         conn.execute("GRANT USAGE ON SCHEMA killtest TO letta; GRANT SELECT ON killtest.release TO letta")
@@ -114,31 +114,31 @@ def install_pause(letta_postgres, database: str, point: KillPoint) -> None:
                          "EXECUTE FUNCTION killtest.on_ddl()")
 
 
-def remove_pause(letta_postgres, database: str) -> None:
-    with _admin(letta_postgres, database) as conn:
+def remove_pause(letta_backend, database: str) -> None:
+    with _admin(letta_backend, database) as conn:
         conn.execute("DROP EVENT TRIGGER IF EXISTS killtest_ddl")
         conn.execute("DROP TRIGGER IF EXISTS killtest_stamp ON letta.alembic_version")
         conn.execute("DROP SCHEMA killtest CASCADE")
 
 
-def sessions(letta_postgres, database: str, *, holding: bool = False) -> list[int]:
+def sessions(letta_backend, database: str, *, holding: bool = False) -> list[int]:
     """Sessions on ``database`` (with ``holding``: those held in killtest.hold())."""
-    with letta_postgres.database_server().connect("postgres", admin=True) as conn:
+    with letta_backend.database_server().connect("postgres", admin=True) as conn:
         rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
                             + (" AND wait_event = 'PgSleep'" if holding else ""), (database,)).fetchall()
     return [pid for (pid,) in rows]
 
 
-def kill_upgrade_at(letta_postgres, database: str, point: KillPoint, upgrade: list[str]) -> str:
+def kill_upgrade_at(letta_backend, database: str, point: KillPoint, upgrade: list[str]) -> str:
     """Run `upgrade --apply`, SIGKILL its process group once alembic is held at ``point``,
     and end the orphaned session. Returns what the CLI printed before it died."""
-    install_pause(letta_postgres, database, point)
+    install_pause(letta_backend, database, point)
     proc = subprocess.Popen([sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir",
-                             str(letta_postgres.cache), *upgrade, "--apply"], stdout=subprocess.PIPE,
+                             str(letta_backend.cache), *upgrade, "--apply"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + PAUSE_TIMEOUT
     try:
-        while not (held := sessions(letta_postgres, database, holding=True)):
+        while not (held := sessions(letta_backend, database, holding=True)):
             if proc.poll() is not None:
                 pytest.fail(f"upgrade --apply ended (exit {proc.returncode}) before reaching {point.id}:\n"
                             f"{proc.stdout.read()}")
@@ -150,23 +150,23 @@ def kill_upgrade_at(letta_postgres, database: str, point: KillPoint, upgrade: li
             os.killpg(proc.pid, signal.SIGKILL)
         printed = proc.communicate()[0]
     assert proc.returncode == -signal.SIGKILL
-    with letta_postgres.database_server().connect("postgres", admin=True) as conn:
+    with letta_backend.database_server().connect("postgres", admin=True) as conn:
         for pid in held:  # what PostgreSQL does once it finds the client gone
             conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    while sessions(letta_postgres, database):
+    while sessions(letta_backend, database):
         assert time.monotonic() < deadline, "the killed upgrade's session does not end"
         time.sleep(0.1)
-    remove_pause(letta_postgres, database)
+    remove_pause(letta_backend, database)
     return printed
 
 
 @pytest.mark.parametrize("point", POINTS, ids=[p.id for p in POINTS])
-def test_killed_upgrade_resumes_or_rolls_back(point, seeded, letta_postgres, tmp_path):
-    cache = letta_postgres.cache
+def test_killed_upgrade_resumes_or_rolls_back(point, seeded, letta_backend, tmp_path):
+    cache = letta_backend.cache
     graph = RevisionGraph.from_scripts(ensure_migration_scripts(cache))
     old_head, new_head = (versions.server_release(v).alembic_head for v in (OLD, NEW))
     killed = f"killed_{point.id}".replace("-", "_")
-    dsn = letta_postgres.database_server().create_database(killed, template=seeded.database)
+    dsn = letta_backend.database_server().create_database(killed, template=seeded.database)
     backup_dir = tmp_path / "backup"
     shutil.copytree(seeded.backup_dir, backup_dir)
     backed_up = {p.name: p.read_bytes() for p in backup_dir.iterdir() if p.is_file()}
@@ -174,11 +174,11 @@ def test_killed_upgrade_resumes_or_rolls_back(point, seeded, letta_postgres, tmp
     stopped = f"http://127.0.0.1:{free_port()}"  # the old server is stopped, as --apply requires
     upgrade = ["upgrade", "--from", OLD, "--to", NEW, "--dsn", dsn, "--url", stopped, "--backup", str(backup_dir)]
 
-    printed = kill_upgrade_at(letta_postgres, killed, point, upgrade)
+    printed = kill_upgrade_at(letta_backend, killed, point, upgrade)
     assert "migrating from" in printed, printed
-    left = revision_of(letta_postgres, killed)
+    left = revision_of(letta_backend, killed)
     assert left == point.left_at, f"killed at {point.id}: {describe_revision(left, graph)}"
-    assert agents_in(letta_postgres, killed) == seeded.before
+    assert agents_in(letta_backend, killed) == seeded.before
 
     # (a) schema check names where the killed upgrade left the database
     check = letta_compat("schema", "check", "--server-version", NEW, env=env, cache=cache)
@@ -190,26 +190,26 @@ def test_killed_upgrade_resumes_or_rolls_back(point, seeded, letta_postgres, tmp
 
     # a copy of the killed database for the rollback (c)
     rolled = f"{killed}_rb"
-    letta_postgres.database_server().create_database(rolled, template=killed)
+    letta_backend.database_server().create_database(rolled, template=killed)
 
     # (b) the same command again finishes the upgrade, with the backup made before the kill
     again = letta_compat(*upgrade, "--apply", env=env, cache=cache)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert revision_of(letta_postgres, killed) == new_head
-    assert agents_in(letta_postgres, killed) == seeded.before
+    assert revision_of(letta_backend, killed) == new_head
+    assert agents_in(letta_backend, killed) == seeded.before
     assert {p.name: p.read_bytes() for p in backup_dir.iterdir() if p.name in backed_up} == backed_up
     ready = letta_compat("schema", "check", "--server-version", NEW, env=env, cache=cache)
     assert ready.returncode == 0, ready.stdout + ready.stderr
 
     # (c) or rollback puts the pre-upgrade database back
     back = letta_compat("rollback", "--backup", str(backup_dir),
-                        env={**os.environ, "LETTA_PG_URI": letta_postgres.dsn(rolled)}, cache=cache)
+                        env={**os.environ, "LETTA_PG_URI": letta_backend.dsn(rolled)}, cache=cache)
     assert back.returncode == 0, back.stdout + back.stderr
-    assert revision_of(letta_postgres, rolled) == old_head
-    assert agents_in(letta_postgres, rolled) == seeded.before
+    assert revision_of(letta_backend, rolled) == old_head
+    assert agents_in(letta_backend, rolled) == seeded.before
 
-    password = letta_postgres.dsn(killed).split(":")[2].split("@")[0]
+    password = letta_backend.dsn(killed).split(":")[2].split("@")[0]
     for out in (printed, check.stdout + check.stderr, again.stdout + again.stderr, back.stdout + back.stderr):
         assert password not in out
     for name in (killed, rolled):
-        letta_postgres.drop_database(name)
+        letta_backend.drop_database(name)

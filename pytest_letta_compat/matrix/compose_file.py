@@ -9,7 +9,6 @@ to 0.16.2 over a database nobody migrated. So a Letta image must name a release
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import re
@@ -157,7 +156,7 @@ def _merge(base: Any, over: Any, key: Any = None) -> Any:
     """Compose's merge of an override into a file: mappings recursively, KEY=VALUE lists by
     key, command/entrypoint replaced, other sequences appended (without repeats)."""
     if key in _MAPPING_KEYS and isinstance(base, (dict, list)) and isinstance(over, (dict, list)):
-        return {**_as_dict(base, key), **_as_dict(over, key)}
+        return {**as_dict(base, key), **as_dict(over, key)}
     if isinstance(base, dict) and isinstance(over, dict):
         return {**base, **{k: _merge(base[k], v, k) if k in base else v for k, v in over.items()}}
     if isinstance(base, list) and isinstance(over, list) and key not in _REPLACED_KEYS:
@@ -239,7 +238,7 @@ def load(compose_path: str | os.PathLike) -> dict:
     return _check_shape(doc, f"{path} (with {override.name} merged in)" if override else path)
 
 
-def _as_dict(value: Any, key: Any = "a mapping") -> dict[str, str]:
+def as_dict(value: Any, key: Any = "a mapping") -> dict[str, str]:
     """A compose mapping written either as a mapping or as a list of KEY=VALUE strings."""
     if isinstance(value, dict):
         return {str(k): "" if v is None else str(v) for k, v in value.items()}
@@ -262,7 +261,7 @@ def service_environment(doc: dict, service: str, directory: Path) -> dict[str, s
         if not isinstance(file, str) or not file:
             raise ComposeError(f"service `{service}`: each `env_file` must be a path (or a mapping with `path`).")
         env.update(_env_file(directory / file))
-    env.update(_as_dict(svc.get("environment"), f"services.{service}.environment"))
+    env.update(as_dict(svc.get("environment"), f"services.{service}.environment"))
     return env
 
 
@@ -280,11 +279,12 @@ def letta_service(doc: dict, path: Path) -> tuple[str, str]:
     return found[0]
 
 
-def letta_image_tag(compose_path: str | os.PathLike) -> tuple[str, str, str | None]:
-    """(service, image, version) of the Letta server in a compose file. ``version`` is the
-    image's release tag, or None when the image names no release (``latest``, a digest only)."""
+def letta_image_tag(compose_path: str | os.PathLike, doc: dict | None = None) -> tuple[str, str, str | None]:
+    """(service, image, version) of the Letta server in a compose file (``doc``: it, already
+    loaded). ``version`` is the image's release tag, or None when the image names no release
+    (``latest``, a digest only)."""
     path = Path(compose_path)
-    service, image = letta_service(load(path), path)
+    service, image = letta_service(load(path) if doc is None else doc, path)
     ref = ImageRef.parse(image)
     version = ref.tag.removeprefix("v") if ref.tag and RELEASE_TAG.match(ref.tag) else None
     return service, image, version
@@ -314,11 +314,11 @@ def _unpinned(service: str, image: str, *, letta: bool) -> str | None:
             f"(e.g. `{ref.repository}:<version>` or `{ref.repository}@sha256:<digest>`)")
 
 
-def check_pinned(compose_path: str | os.PathLike) -> tuple[str, str, str | None]:
+def check_pinned(compose_path: str | os.PathLike, doc: dict | None = None) -> tuple[str, str, str | None]:
     """Refuse a compose file whose Letta image (or any image on `latest`) can move;
-    returns ``letta_image_tag`` of it otherwise."""
+    returns ``letta_image_tag`` of it otherwise (``doc``: the file, already loaded)."""
     path = Path(compose_path)
-    doc = load(path)
+    doc = load(path) if doc is None else doc
     service, image = letta_service(doc, path)
     problems = []
     for name, svc in doc["services"].items():
@@ -330,7 +330,7 @@ def check_pinned(compose_path: str | os.PathLike) -> tuple[str, str, str | None]
         override = override_file(path)
         merged = f" (with {override.name} beside it merged in, as `docker compose` does)" if override else ""
         raise UnpinnedImageError(f"{path}{merged}: " + "; ".join(problems) + ". Nothing was started.")
-    return letta_image_tag(path)
+    return letta_image_tag(path, doc)
 
 
 def compose_matrix(compose_path: str | os.PathLike, matrix: Matrix | None) -> Matrix:
@@ -338,89 +338,16 @@ def compose_matrix(compose_path: str | os.PathLike, matrix: Matrix | None) -> Ma
     Letta version (secure when its SECURE=true), on the docker backend; the given matrix's
     upgrades, Letta Code versions and known incompatibilities are kept."""
     path = Path(compose_path)
-    service, image, version = check_pinned(path)
+    doc = load(path)  # once: the pins and the environment are read from it
+    service, image, version = check_pinned(path, doc)
     if version is None:
         raise ComposeError(f"{path}: service `{service}` pins `{image}` by digest only, so the suite cannot tell "
                            f"which Letta release it is. Write the release tag too, e.g. "
                            f"`{ImageRef.parse(image).repository}:0.16.2@sha256:...`.")
     versions.require_server_release(version, f"{path}: service `{service}` runs Letta", ComposeError)
-    env = service_environment(load(path), service, path.parent)
+    env = service_environment(doc, service, path.parent)
     secure = env.get("SECURE", "false").lower() == "true"
     base = matrix or Matrix(path=path, name=path.stem, backend="docker", postgres=PostgresSpec())
     return dataclasses.replace(
         base, backend="docker", servers=(ServerEntry(version, "docker", secure),),
         upgrades=tuple(dataclasses.replace(u, backend="docker") for u in base.upgrades))
-
-
-# -- the copy the suite runs ---------------------------------------------------------------
-def _container_port(entry: Any) -> str:
-    if isinstance(entry, dict):
-        target, protocol = str(entry["target"]), entry.get("protocol", "tcp")
-    else:
-        spec, _, protocol = str(entry).partition("/")
-        target = spec.rsplit(":", 1)[-1]
-    return target if protocol in ("", "tcp") else f"{target}/{protocol}"
-
-
-def _isolated_volume(entry: Any, directory: Path, service: str, notes: list[str]) -> Any:
-    """File bind mounts (init scripts, config) stay; directory bind mounts, where data
-    lives, become throwaway volumes: the suite must never write into the operator's data."""
-    if isinstance(entry, dict):
-        if entry.get("type") != "bind":
-            return entry
-        source, target = entry.get("source", ""), entry["target"]
-    else:
-        parts = str(entry).split(":")
-        if len(parts) < 2 or not parts[0].startswith((".", "/", "~")):
-            return entry  # a named or anonymous volume: scoped to the test project
-        source, target = parts[0], parts[1]
-    host = (directory / os.path.expanduser(source)).resolve()
-    if host.is_file():
-        if isinstance(entry, dict):
-            return {**entry, "source": str(host)}
-        return ":".join([str(host), *str(entry).split(":")[1:]])
-    notes.append(f"service `{service}`: the bind mount {source} -> {target} is replaced by a throwaway volume")
-    return {"type": "volume", "target": target}
-
-
-def _escape(value: Any) -> Any:
-    """Values are already substituted: keep Compose from substituting them again."""
-    if isinstance(value, dict):
-        return {k: _escape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escape(v) for v in value]
-    return value.replace("$", "$$") if isinstance(value, str) else value
-
-
-def suite_copy(doc: dict, directory: Path, *, labels: dict[str, str], publish: dict[str, list[str]],
-              environment: dict[str, dict[str, str]], images: dict[str, str]) -> tuple[dict, list[str]]:
-    """The compose document the suite brings up beside the operator's own stack: fixed
-    names and host ports dropped (ports are re-published on 127.0.0.1, ephemeral), data
-    directories swapped for throwaway volumes, restart policies off (a crash must show),
-    every container, network and volume labelled; ``environment`` and ``images`` override
-    per service. Returns it and notes on what was changed."""
-    out = copy.deepcopy(doc)
-    notes: list[str] = []
-    for name, svc in out["services"].items():
-        svc.pop("container_name", None)
-        svc["restart"] = "no"
-        targets = [_container_port(p) for p in svc.get("ports") or []] + publish.get(name, [])
-        if targets:
-            svc["ports"] = [f"127.0.0.1::{t}" for t in dict.fromkeys(targets)]
-        svc["labels"] = {**_as_dict(svc.get("labels")), **labels}
-        if svc.get("volumes"):
-            svc["volumes"] = [_isolated_volume(v, directory, name, notes) for v in svc["volumes"]]
-        if isinstance(svc.get("env_file"), (str, list)):
-            files = [svc["env_file"]] if isinstance(svc["env_file"], str) else svc["env_file"]
-            svc["env_file"] = [str((directory / f).resolve()) if isinstance(f, str) else f for f in files]
-        if name in environment:
-            svc["environment"] = {**_as_dict(svc.get("environment")), **environment[name]}
-        if name in images:
-            svc["image"] = images[name]
-    for section in ("networks", "volumes"):
-        for key, spec in list((out.get(section) or {}).items()):
-            spec = spec or {}
-            if not spec.get("external"):
-                out[section][key] = {**spec, "labels": {**_as_dict(spec.get("labels")), **labels}}
-    out.setdefault("networks", {}).setdefault("default", {"labels": dict(labels)})
-    return _escape(out), notes

@@ -83,6 +83,22 @@ class LettaCodeEntry:
 
 
 @dataclass(frozen=True)
+class LettaCodePair:
+    """One cell of the matrix's server × Letta Code grid."""
+
+    server: ServerEntry
+    letta_code: LettaCodeEntry
+
+    @property
+    def version(self) -> str:
+        return self.letta_code.version
+
+    @property
+    def id(self) -> str:
+        return f"{self.server.id}-{self.letta_code.id}"
+
+
+@dataclass(frozen=True)
 class KnownIncompatibility:
     check: str
     reason: str

@@ -19,8 +19,8 @@ from ..backends.base import LettaBackend, LettaStack
 from ..cache import cache_root
 from ..errors import LettaCompatError
 from ..provision.fake_llm import FakeLLM
-from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodePair, LettaCodeResult, LettaCodeRunner, ensure_letta_code
-from ..matrix.model import Matrix, PostgresSpec, RehearsalEntry, ServerEntry, UpgradeEntry
+from ..provision.letta_code import RUN_TIMEOUT, LettaCodeInstall, LettaCodeResult, LettaCodeRunner, ensure_letta_code
+from ..matrix.model import LettaCodePair, Matrix, PostgresSpec, RehearsalEntry, ServerEntry, UpgradeEntry
 from ..operations.upgrade_path import UpgradePath
 from . import prestart, settings
 from .stash import BACKEND_KEY, MATRIX_KEY, PHASE_KEY, STACKS_KEY, STARTED_BY_KEY

@@ -33,8 +33,7 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_upgrade_entry,
     letta_upgrade_path,
 )
-from ..provision.letta_code import LettaCodePair
-from ..matrix.model import CHECKS, Matrix, ServerEntry, UpgradeEntry, load_matrix
+from ..matrix.model import CHECKS, LettaCodePair, Matrix, ServerEntry, UpgradeEntry, load_matrix
 from ..cache import cache_root
 from . import suite_collector
 from .xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401 - a hook, registered with this module

@@ -31,7 +31,6 @@ from packaging.version import Version
 from .. import versions
 from ..cache import install_complete, locked
 from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
-from ..matrix.model import LettaCodeEntry, ServerEntry
 from .procs import child_setup
 
 NPM_PACKAGE = "@letta-ai/letta-code"
@@ -44,22 +43,6 @@ _EXACT_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _SETTINGS = {"createDefaultAgents": False}
 _SETTINGS_FILES = (".config/letta/settings.json",  # 0.15.x
                    ".letta/settings.json")  # later releases
-
-
-@dataclass(frozen=True)
-class LettaCodePair:
-    """One cell of the matrix's server × Letta Code grid."""
-
-    server: ServerEntry
-    letta_code: LettaCodeEntry
-
-    @property
-    def version(self) -> str:
-        return self.letta_code.version
-
-    @property
-    def id(self) -> str:
-        return f"{self.server.id}-{self.letta_code.id}"
 
 
 @dataclass(frozen=True)

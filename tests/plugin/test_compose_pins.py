@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_letta_compat.backends.docker.compose_copy import suite_copy
 from pytest_letta_compat.matrix import compose_file as compose
 from pytest_letta_compat.matrix.compose_file import UnpinnedImageError, check_pinned, letta_image_tag
 
@@ -96,7 +97,7 @@ def test_the_suites_copy_keeps_the_operators_ports_data_and_names_untouched(writ
     path = write_compose("letta/letta:0.16.2")
     (path.parent / "init.sql").write_text("SELECT 1;\n")
     labels = {"org.letta-compat.session": "abc"}
-    doc, notes = compose.suite_copy(compose.load(path), path.parent, labels=labels,
+    doc, notes = suite_copy(compose.load(path), path.parent, labels=labels,
                                     publish={"letta-db": ["5432"]}, environment={"letta": {"OPENAI_API_KEY": "k"}},
                                     images={"letta": "letta-compat/letta:0.16.2"})
     letta, db = doc["services"]["letta"], doc["services"]["letta-db"]

@@ -17,7 +17,7 @@ from pytest_letta_compat.cache import cache_root
 from pytest_letta_compat.matrix.model import LettaCodeEntry, ServerEntry, UpgradeEntry
 from pytest_letta_compat.plugin.fixtures import cache_dir_option
 from pytest_letta_compat.plugin.prestart import server_sequence, versions_needed
-from pytest_letta_compat.provision.letta_code import LettaCodePair
+from pytest_letta_compat.matrix.model import LettaCodePair
 
 A, B, C = (ServerEntry(v, "native") for v in ("0.11.3", "0.16.2", "0.16.8"))
 

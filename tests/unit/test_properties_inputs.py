@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from pytest_letta_compat.errors import LettaCompatError, redact, register_secret
+from pytest_letta_compat.backends.docker.compose_copy import suite_copy
 from pytest_letta_compat.matrix import compose_file
 from pytest_letta_compat.matrix.model import Matrix, parse_matrix, load_matrix
 from pytest_letta_compat.operations import agentfile
@@ -146,7 +147,7 @@ def test_compose_readers_give_a_result_or_a_compose_error(doc, dotenv, override)
         if loaded is not None:
             for name in loaded["services"]:
                 assert_ours(compose_file.service_environment, loaded, name, Path(tmp))
-            assert_ours(compose_file.suite_copy, loaded, Path(tmp), labels={"a": "b"}, publish={}, environment={},
+            assert_ours(suite_copy, loaded, Path(tmp), labels={"a": "b"}, publish={}, environment={},
                         images={})
 
 

@@ -1,6 +1,6 @@
 """``--letta-compose FILE``: the operator's own stack as the server of its Letta version.
 
-The suite runs a copy of the file (compose.suite_copy) as its own compose project: the
+The suite runs a copy of the file (compose_copy.suite_copy) as its own compose project: the
 operator's images, environment, init scripts and depends_on, but ephemeral loopback ports,
 throwaway data volumes and our labels, so it never touches their running stack or data.
 Docker Compose is called directly (``docker compose`` or ``docker-compose``), with a timeout,
@@ -22,6 +22,7 @@ import yaml
 
 from ...errors import ProvisioningError, redact, register_secret
 from ...matrix import compose_file as compose
+from .compose_copy import suite_copy
 from ..base import LettaStack
 from . import images as docker_images
 from .containers import ContainerLog, host_port
@@ -118,7 +119,7 @@ class ComposeProject:
         publish = {self.service: [self.env.get("PORT", str(LETTA_PORT))]}
         if db_service:
             publish.setdefault(db_service, []).append(db_port)
-        doc, notes = compose.suite_copy(self.doc, self.path.parent, labels=self.backend.labels, publish=publish,
+        doc, notes = suite_copy(self.doc, self.path.parent, labels=self.backend.labels, publish=publish,
                                         environment={self.service: letta_env}, images=self._local_images())
         for note in notes:
             warnings.warn(f"{self.path}: {note}.", UserWarning, stacklevel=2)

@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import ProvisioningError, register_secret
-from ..provision.procs import ManagedProcess, free_port, wait_until
+from ..provision.procs import ManagedProcess, on_a_free_port, wait_until
 from . import client, layout
 from .binaries import PostgresBinaries, shared_tmp
 
@@ -75,25 +75,22 @@ class PostgresCluster:
         (self.base_dir / _OWNER_FILE).write_text(str(os.getpid()))
         self._chown(self.base_dir)
         self._initdb()
-        for _attempt in range(5):  # another process may grab the port between pick and bind
-            self.port = free_port()
-            self.process = ManagedProcess(
+        def start(port: int) -> ManagedProcess:
+            self.port = port  # _accepts_connections reads it
+            return ManagedProcess(
                 "postgres", [str(self.binaries.bin_dir / "postgres"), "-D", str(self.data_dir),
-                             "-p", str(self.port), "-c", f"listen_addresses={self.host}",
+                             "-p", str(port), "-c", f"listen_addresses={self.host}",
                              "-c", f"unix_socket_directories={self.base_dir / 'run'}"],
                 log_path=self.log_path, env=self._env(), cwd=self.base_dir, user=self.user,
                 stop_signal=signal.SIGINT,  # "fast" shutdown: roll back and disconnect clients
             ).start()
-            try:
-                wait_until(f"PostgreSQL on port {self.port} to accept connections",
-                           self._accepts_connections, timeout=self.start_timeout, process=self.process)
-                break
-            except ProvisioningError:
-                self.process.stop()
-                if "already in use" not in self.process.log_tail(20):
-                    raise
-        else:
-            raise ProvisioningError(f"PostgreSQL could not bind a free port; see {self.log_path}.")
+
+        def ready(port: int, process: ManagedProcess) -> None:
+            wait_until(f"PostgreSQL on port {port} to accept connections", self._accepts_connections,
+                       timeout=self.start_timeout, process=process)
+
+        self.port, self.process = on_a_free_port("PostgreSQL", start, ready, bind_error="already in use",
+                                                 log=self.log_path)
         self.create_letta_role()
         self.started_in = time.monotonic() - started
         return self

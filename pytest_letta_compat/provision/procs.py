@@ -133,17 +133,11 @@ class ManagedProcess:
         if self.popen is None:
             return
         if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, self.stop_signal)
-            except ProcessLookupError:
-                pass
+            kill_group(self.popen.pid, self.stop_signal)
             try:
                 self.popen.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                kill_group(self.popen.pid)
                 self.popen.wait(10)
         if self._pump is not None:
             self._pump.join(5)
@@ -217,3 +211,31 @@ def stop_all() -> None:
 
 
 atexit.register(stop_all)
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Signal the whole process group ``pid`` leads (children started with child_setup lead
+    their own), so nothing it spawned outlives it; a group already gone is fine."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def on_a_free_port(what: str, start: Callable[[int], "ManagedProcess"],
+                   wait: Callable[[int, "ManagedProcess"], None], *, bind_error: str, log: Path,
+                   attempts: int = 5) -> tuple[int, "ManagedProcess"]:
+    """(port, process) of a server started by ``start(port)`` on a port free_port picked and
+    ready by ``wait(port, process)``; picked again while another process took the port between
+    the pick and the bind (the server's log then says ``bind_error``)."""
+    for _attempt in range(attempts):
+        port = free_port()
+        process = start(port)
+        try:
+            wait(port, process)
+            return port, process
+        except ProvisioningError:
+            process.stop()
+            if bind_error not in process.log_tail(20):
+                raise
+    raise ProvisioningError(f"{what} could not bind a free port; see {log}.")

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from ..errors import ProvisioningError
-from .procs import ManagedProcess, free_port, wait_until
+from .procs import ManagedProcess, on_a_free_port, wait_until
 
 
 def find_redis_server(explicit: str | None = None) -> str:
@@ -51,24 +51,21 @@ class RedisServer:
         self.process: ManagedProcess | None = None
 
     def start(self) -> "RedisServer":
-        for _attempt in range(5):
-            self.port = free_port()
-            self.process = ManagedProcess(
+        def start(port: int) -> ManagedProcess:
+            return ManagedProcess(
                 "redis-server",
-                [self.binary, "--port", str(self.port), "--bind", self.host, "--save", "",
+                [self.binary, "--port", str(port), "--bind", self.host, "--save", "",
                  "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "yes"],
                 log_path=self.workdir / "redis.log", env={"PATH": os.environ.get("PATH", "")},
                 cwd=self.workdir,
             ).start()
-            try:
-                wait_until(f"Redis on port {self.port}", lambda: _pong(self.port),
-                           timeout=self.start_timeout, process=self.process)
-                return self
-            except ProvisioningError:
-                self.process.stop()
-                if "in use" not in self.process.log_tail(10):
-                    raise
-        raise ProvisioningError(f"Redis could not bind a free port; see {self.workdir / 'redis.log'}.")
+
+        def ready(port: int, process: ManagedProcess) -> None:
+            wait_until(f"Redis on port {port}", lambda: _pong(port), timeout=self.start_timeout, process=process)
+
+        self.port, self.process = on_a_free_port("Redis", start, ready, bind_error="in use",
+                                                 log=self.workdir / "redis.log")
+        return self
 
     def stop(self) -> None:
         if self.process is not None:

@@ -35,10 +35,11 @@ def _row(version: str, released: str, exclude_newer: str, head: str, pins: tuple
 SERVER_RELEASES: dict[str, ServerRelease] = {
     r.version: r
     for r in [
-        # 0.11.0 imports openai's ``Function`` type, gone from openai 1.99.2 on (0.11.2 fixed the
-        # import): a fresh install of 0.11.0 exits at its first import without this pin
+        # openai 1.99.2 (2025-08-07) moved ``Function`` and made the tool-call type a Union: a fresh
+        # install of 0.11.0 exits at its first import, and 0.11.2 answers 500 to POST /v1/agents/
+        # ("Cannot instantiate typing.Union"; 0.11.3 fixed it): both need the openai before it
         _row("0.11.0", "2025-08-07", "2025-08-09", "05c3bc564286", ("openai==1.99.1",)),
-        _row("0.11.2", "2025-08-08", "2025-08-10", "5fb8bba2c373"),
+        _row("0.11.2", "2025-08-08", "2025-08-10", "5fb8bba2c373", ("openai==1.99.1",)),
         _row("0.11.3", "2025-08-12", "2025-08-13", "5fb8bba2c373"),
         _row("0.11.4", "2025-08-20", "2025-08-22", "ffb17eb241fc"),
         _row("0.11.5", "2025-08-26", "2025-08-28", "ffb17eb241fc"),

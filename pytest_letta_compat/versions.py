@@ -32,6 +32,8 @@ def _row(version: str, released: str, exclude_newer: str, head: str, pins: tuple
     return ServerRelease(version, released, f"{exclude_newer}T00:00:00Z", head, pins)
 
 
+_FASTAPI_BEFORE_0_119 = ("fastapi<0.119",)
+
 SERVER_RELEASES: dict[str, ServerRelease] = {
     r.version: r
     for r in [
@@ -47,10 +49,12 @@ SERVER_RELEASES: dict[str, ServerRelease] = {
         _row("0.11.7", "2025-09-04", "2025-09-06", "ddb69be34a72"),
         _row("0.12.0", "2025-10-09", "2025-10-11", "c734cfc0d595"),
         _row("0.12.1", "2025-10-09", "2025-10-11", "c734cfc0d595"),
-        _row("0.13.0", "2025-10-24", "2025-10-26", "f6cd5a1e519d"),
-        _row("0.14.0", "2025-11-14", "2025-11-16", "b1c2d3e4f5a6"),
-        _row("0.15.0", "2025-11-25", "2025-11-27", "b1c2d3e4f5a6"),
-        _row("0.15.1", "2025-11-26", "2025-11-28", "b1c2d3e4f5a6"),
+        # fastapi 0.120-0.122 (what these resolve to) cannot build Letta's OpenAPI schema: the
+        # server exits at start with KeyError '$ref' (fastapi/_compat/v2.py); 0.16.0 gets a fixed one
+        _row("0.13.0", "2025-10-24", "2025-10-26", "f6cd5a1e519d", _FASTAPI_BEFORE_0_119),
+        _row("0.14.0", "2025-11-14", "2025-11-16", "b1c2d3e4f5a6", _FASTAPI_BEFORE_0_119),
+        _row("0.15.0", "2025-11-25", "2025-11-27", "b1c2d3e4f5a6", _FASTAPI_BEFORE_0_119),
+        _row("0.15.1", "2025-11-26", "2025-11-28", "b1c2d3e4f5a6", _FASTAPI_BEFORE_0_119),
         _row("0.16.0", "2025-12-15", "2025-12-17", "d0880aae6cee"),
         _row("0.16.1", "2025-12-18", "2025-12-20", "39577145c45d"),
         _row("0.16.2", "2026-01-12", "2026-01-14", "27de0f58e076"),

@@ -63,11 +63,14 @@ class LettaDatabase:
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.name,)).fetchone() is not None
 
     def require_quiet(self, doing: str) -> None:
-        """Refuse while anything else (a Letta server) is connected to the database."""
+        """Refuse while anything else (a Letta server) is connected to the database. Only
+        client connections count: an autovacuum worker visiting a freshly copied database
+        (seen on the server-upgrade table's run) is PostgreSQL's own and leaves by itself."""
         with self.connect() as conn:
             rows = conn.execute("SELECT coalesce(nullif(application_name, ''), client_addr::text, 'local'), count(*) "
                                 "FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND pid <> pg_backend_pid() GROUP BY 1").fetchall()
+                                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+                                "GROUP BY 1").fetchall()
         if rows:
             who = ", ".join(f"{count} from {name}" for name, count in rows)
             raise LettaCompatError(f"Refusing to {doing}: the {self} still has other connections ({who}). "

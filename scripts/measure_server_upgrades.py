@@ -5,8 +5,11 @@ release whose alembic head differs) and write it to pytest_letta_compat/data/ser
 Spread over N runners or cores, then merged and recorded:
 
     .venv/bin/python scripts/measure_server_upgrades.py run --shard K/N --report shard-K.json   # one per runner
-    .venv/bin/letta-compat report merge shard-*.json --out merged.json
-    .venv/bin/python scripts/measure_server_upgrades.py record merged.json --command "<how the shards ran>"
+    .venv/bin/python scripts/measure_server_upgrades.py record shard-*.json --command "<how the shards ran>"
+
+A path measured again (`run --only OLD:NEW`, after a fix) replaces its earlier rows: give
+`record` the reports in the order they were made (`record shard-1.json shard-2.json again.json`).
+`letta-compat report merge shard-*.json --out merged` shows the same runs as one grid.
 
 `paths` lists what is measured. This script is the only writer of the shipped table.
 """
@@ -33,9 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="measure the paths (a shard of them with --shard K/N)")
     run.add_argument("--shard", help="K/N: this runner's share of the paths")
     run.add_argument("--report", required=True, help="where pytest writes this shard's JSON report")
+    run.add_argument("--only", action="append", metavar="OLD:NEW", default=[],
+                     help="measure just this path of the table (repeatable), e.g. to measure again after a fix")
     run.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
-    rec = sub.add_parser("record", help="write the shipped table from a merged report")
-    rec.add_argument("report", type=Path)
+    rec = sub.add_parser("record", help="write the shipped table from the reports (later ones replace the rows "
+                                        "of the paths they measured again)")
+    rec.add_argument("reports", type=Path, nargs="+")
     rec.add_argument("--command", required=True, help="the command(s) that produced the report")
     rec.add_argument("--note", default="", help="what was and was not measured, and on what machine")
     rec.add_argument("--measured", default=dt.datetime.now(dt.timezone.utc).date().isoformat())
@@ -46,9 +52,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{old} -> {new}")
         return 0
     if args.what == "run":
-        return run_paths(table_paths(), shard=args.shard, report=args.report, pytest_args=args.pytest_args)
-    table = table_from_report(json.loads(args.report.read_text()), command=args.command, measured=args.measured,
-                              note=args.note)
+        paths = table_paths()
+        only = [tuple(p.split(":", 1)) for p in args.only]
+        unknown = [f"{a}:{b}" for a, b in only if (a, b) not in paths]
+        if unknown:
+            ap.error(f"--only {', '.join(unknown)}: not a path of the table (`paths` lists them)")
+        return run_paths([p for p in paths if not only or p in only], shard=args.shard, report=args.report,
+                         pytest_args=args.pytest_args)
+    tests: list[dict] = []
+    for report in args.reports:
+        again = json.loads(report.read_text())["tests"]
+        rows = {t["row"] for t in again}
+        tests = [t for t in tests if t["row"] not in rows] + again
+    table = table_from_report({"tests": tests}, command=args.command, measured=args.measured, note=args.note)
     args.out.write_text(json.dumps(table, indent=1) + "\n")
     for row in table["paths"]:
         fixups = f" ({'; '.join(row['fixups'])})" if row["fixups"] else ""

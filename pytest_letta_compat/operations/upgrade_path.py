@@ -82,11 +82,11 @@ def seed_cache_dir(backend: LettaBackend, from_version: str) -> Path:
     """Where a seeded database of ``from_version`` is kept for later runs, named by everything
     that shapes it: the template it starts from (release, alembic head, PostgreSQL or image)
     and the source of the seeding, the REST calls it makes and the fake LLM that answers."""
-    from ..provision import fake_llm
+    from ..provision import fake_llm, fake_llm_replies
     from ..rest import agents
 
     digest = hashlib.sha256()
-    for module in (sys.modules[__name__], agents, fake_llm):
+    for module in (sys.modules[__name__], agents, fake_llm, fake_llm_replies):
         digest.update(Path(module.__file__).read_bytes())
     template = backend.template_dump(from_version)
     return template.parent / "seeded" / f"{template.stem}-{digest.hexdigest()[:12]}"

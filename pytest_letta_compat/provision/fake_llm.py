@@ -25,10 +25,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
+from .fake_llm_replies import (REPLY_PREFIX, embed, fill_args, last_tool_name, last_user_text, scripted_call,
+                               split_text, word_count)
+
 CREATED = 1700000000  # fixed timestamp: keeps every response byte-for-byte reproducible
-REPLY_PREFIX = "fake-llm reply to: "
-THOUGHT = "fake-llm thinking: replying to the user."
-THOUGHT_KEYS = ("inner_thoughts", "thinking", "thoughts", "reasoning")
 
 
 class FakeLLM:
@@ -141,7 +141,7 @@ class FakeLLM:
         as_b64 = body.get("encoding_format") == "base64"
         data, tokens = [], 0
         for i, item in enumerate(items):
-            vec = _embed(json.dumps(item), dim)
+            vec = embed(json.dumps(item), dim)
             tokens += len(item.split()) if isinstance(item, str) else len(item)
             emb: Any = base64.b64encode(struct.pack(f"<{dim}f", *vec)).decode() if as_b64 else vec
             data.append({"object": "embedding", "index": i, "embedding": emb})
@@ -164,24 +164,24 @@ class FakeLLM:
         forced = None
         if isinstance(choice, dict):  # {"type":"function","function":{"name":..}} or legacy {"name":..}
             forced = (choice.get("function") or {}).get("name") or choice.get("name")
-        reply = REPLY_PREFIX + _last_user_text(messages)[:200]
+        reply = REPLY_PREFIX + last_user_text(messages)[:200]
 
-        scripted = _scripted_call(messages)
-        if scripted is not None and funcs and _last_tool_name(messages) is None:
+        scripted = scripted_call(messages)
+        if scripted is not None and funcs and last_tool_name(messages) is None:
             return None, {"id": "call_" + self._uid(body), "name": scripted["name"],
                           "arguments": json.dumps(scripted.get("arguments") or {})}, legacy
         target = None
         if funcs and choice != "none":
             if forced:
                 target = by_name.get(forced, {"name": forced})
-            elif "send_message" in by_name and _last_tool_name(messages) != "send_message":
+            elif "send_message" in by_name and last_tool_name(messages) != "send_message":
                 target = by_name["send_message"]
             elif choice == "required":
                 target = funcs[0]
         if target is None:
             return reply, None, legacy
         call = {"id": "call_" + self._uid(body), "name": target.get("name", ""),
-                "arguments": json.dumps(_fill_args(target.get("parameters") or {}, reply))}
+                "arguments": json.dumps(fill_args(target.get("parameters") or {}, reply))}
         return None, call, legacy
 
     def chat_completion(self, body: dict) -> tuple[dict, list[dict]]:
@@ -189,7 +189,7 @@ class FakeLLM:
         text, call, legacy = self.chat_plan(body)
         cid = "chatcmpl-" + self._uid(body)
         model = body.get("model") or self.model
-        prompt = max(1, sum(_words(m) for m in body.get("messages") or []))
+        prompt = max(1, sum(word_count(m) for m in body.get("messages") or []))
         completion = max(1, len((text if call is None else call["arguments"]).split()))
         usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
                  "prompt_tokens_details": {"cached_tokens": 0},
@@ -198,13 +198,13 @@ class FakeLLM:
         msg: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
         if call is None:
             finish, deltas = "stop", [{"role": "assistant", "content": ""}]
-            deltas += [{"content": p} for p in _split(text)]
+            deltas += [{"content": p} for p in split_text(text)]
         elif legacy:
             finish = "function_call"
             msg["function_call"] = {"name": call["name"], "arguments": call["arguments"]}
             deltas = [{"role": "assistant", "content": None,
                        "function_call": {"name": call["name"], "arguments": ""}}]
-            deltas += [{"function_call": {"arguments": p}} for p in _split(call["arguments"])]
+            deltas += [{"function_call": {"arguments": p}} for p in split_text(call["arguments"])]
         else:
             finish = "tool_calls"
             msg["tool_calls"] = [{"id": call["id"], "type": "function",
@@ -213,7 +213,7 @@ class FakeLLM:
                 {"index": 0, "id": call["id"], "type": "function",
                  "function": {"name": call["name"], "arguments": ""}}]}]
             deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
-                       for p in _split(call["arguments"])]
+                       for p in split_text(call["arguments"])]
         full = {**head, "object": "chat.completion", "usage": usage, "choices": [
             {"index": 0, "message": msg, "finish_reason": finish, "logprobs": None}]}
 
@@ -240,114 +240,6 @@ class _Server(ThreadingHTTPServer):
         # Clients hanging up mid-stream are normal; don't spray tracebacks on stderr.
         exc = sys.exc_info()[1]
         self.fake._log(f"error from {client_address}: {exc!r}")
-
-
-def _embed(key: str, dim: int) -> list[float]:
-    """Unit vector from a sha256 keystream, rounded to float32 so base64 and float agree exactly."""
-    raw, block = b"", 0
-    while len(raw) < 4 * dim:
-        raw += hashlib.sha256(f"{key}#{block}".encode()).digest()
-        block += 1
-    ints = struct.unpack(f"<{dim}I", raw[: 4 * dim])
-    vec = [x / 2**31 - 1.0 for x in ints]
-    norm = sum(v * v for v in vec) ** 0.5 or 1.0
-    return list(struct.unpack(f"<{dim}f", struct.pack(f"<{dim}f", *(v / norm for v in vec))))
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: [{"type":"text","text":...}, ...]
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _last_user_text(messages: list) -> str:
-    for m in reversed(messages):
-        if isinstance(m, dict) and m.get("role") == "user":
-            text = _text(m.get("content")).strip()
-            if text.startswith("{"):  # Letta wraps user input as {"type":"user_message","message":...}
-                try:
-                    inner = json.loads(text)
-                except ValueError:
-                    inner = None
-                if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-                    return inner["message"].strip()
-            return text
-    return ""
-
-
-TOOL_DIRECTIVE = "fake-llm:call-tool "
-
-
-def _scripted_call(messages: list) -> dict | None:
-    """A tool call the user's last message asks for: ``fake-llm:call-tool {"name": ..., "arguments": {...}}``
-    (answered once: after the tool's result comes back, the reply is text again)."""
-    text = _last_user_text(messages)
-    at = text.find(TOOL_DIRECTIVE)
-    if at < 0:
-        return None
-    try:
-        call, _ = json.JSONDecoder().raw_decode(text[at + len(TOOL_DIRECTIVE):].lstrip())
-    except ValueError:
-        return None
-    return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
-
-
-def _last_tool_name(messages: list) -> str | None:
-    """Name of the function answered by the final message, if it is a tool/function result."""
-    if not messages or not isinstance(messages[-1], dict):
-        return None
-    last = messages[-1]
-    if last.get("role") == "function":
-        return last.get("name")
-    if last.get("role") != "tool":
-        return None
-    for m in reversed(messages[:-1]):
-        calls = m.get("tool_calls") if isinstance(m, dict) and m.get("role") == "assistant" else None
-        for c in calls or []:
-            if c.get("id") == last.get("tool_call_id") or not last.get("tool_call_id"):
-                return (c.get("function") or {}).get("name")
-    return last.get("name")
-
-
-def _default(name: str, schema: dict) -> Any:
-    if "default" in schema:
-        return schema["default"]
-    if schema.get("enum"):
-        return schema["enum"][0]
-    for sub in schema.get("anyOf") or schema.get("oneOf") or []:
-        if isinstance(sub, dict) and sub.get("type") != "null":
-            return _default(name, sub)
-    kind = schema.get("type", "string")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "string")
-    if kind == "string":
-        return THOUGHT if name in THOUGHT_KEYS else ""
-    return {"boolean": False, "integer": 0, "number": 0, "array": [], "object": {}}.get(kind)
-
-
-def _fill_args(params: dict, reply: str) -> dict:
-    """Arguments satisfying the JSON schema: `message` gets the reply, the rest plausible defaults."""
-    props = params.get("properties") or {}
-    wanted = [n for n in props if n in params.get("required", []) or n in ("message", "request_heartbeat")
-              or n in THOUGHT_KEYS]
-    return {n: reply if n == "message" else _default(n, props[n] or {}) for n in wanted}
-
-
-def _words(message: Any) -> int:
-    if not isinstance(message, dict):
-        return 0
-    n = len(_text(message.get("content")).split())
-    for c in message.get("tool_calls") or []:
-        n += len(str((c.get("function") or {}).get("arguments", "")).split())
-    return n
-
-
-def _split(s: str, parts: int = 3) -> list[str]:
-    """A few non-empty pieces, so clients really have to reassemble the stream."""
-    size = max(1, -(-len(s) // parts))
-    return [s[i:i + size] for i in range(0, len(s), size)] or [""]
 
 
 class _Handler(BaseHTTPRequestHandler):

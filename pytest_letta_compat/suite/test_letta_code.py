@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from pytest_letta_compat.provision.fake_llm import REPLY_PREFIX, TOOL_DIRECTIVE
+from pytest_letta_compat.provision.fake_llm_replies import REPLY_PREFIX, TOOL_DIRECTIVE
 from pytest_letta_compat.provision.letta_code import LettaCodeRunner, run_letta_code_tty
 from pytest_letta_compat.versions_letta_code import WARNS_BELOW_SERVER
 

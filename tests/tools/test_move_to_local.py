@@ -20,7 +20,8 @@ from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat.operations import local_layout as layout
 from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.move_to_local import PROVING_ENV, proven_versions
-from pytest_letta_compat.provision.fake_llm import REPLY_PREFIX, FakeLLM
+from pytest_letta_compat.provision.fake_llm import FakeLLM
+from pytest_letta_compat.provision.fake_llm_replies import REPLY_PREFIX
 from pytest_letta_compat.provision.letta_code import LettaCodeRunner, ensure_letta_code
 from pytest_letta_compat.rest.agents import blocks_of, insert_passage
 from pytest_letta_compat.rest.client import LettaAPI

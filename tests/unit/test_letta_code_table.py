@@ -19,7 +19,8 @@ from pytest_letta_compat.cache import cache_root
 from pytest_letta_compat.cli.main import main
 from pytest_letta_compat.errors import ProvisioningError
 from pytest_letta_compat.matrix.model import MatrixError, load_matrix
-from pytest_letta_compat.provision.fake_llm import REPLY_PREFIX, TOOL_DIRECTIVE, FakeLLM
+from pytest_letta_compat.provision.fake_llm import FakeLLM
+from pytest_letta_compat.provision.fake_llm_replies import REPLY_PREFIX, TOOL_DIRECTIVE
 from pytest_letta_compat.provision.letta_code import ensure_letta_code, ensure_node, run_letta_code
 from pytest_letta_compat.report.letta_code_gate import letta_code_bump, pinned_letta_code
 

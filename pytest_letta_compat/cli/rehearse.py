@@ -12,7 +12,8 @@ from ..matrix.model import BACKENDS
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
     from ..cache import cache_root
-    from ..operations.rehearse import RehearsalRequest, rehearse
+    from ..operations.rehearse import rehearse
+    from ..operations.rehearse_request import RehearsalRequest
     from ..report.rehearsal import format_report, write_report
 
     request = RehearsalRequest(targets=args.to, cache=cache_root(args.cache_dir),

@@ -183,7 +183,8 @@ def letta_rehearsal(letta_rehearsal_entry: RehearsalEntry, letta_backend: LettaB
     """``letta-compat rehearse --dump DUMP --to VERSION`` of the current [[rehearsal]] entry, done once:
     ``.report`` (the JSON report), ``.path("letta-compat" | "image")``, and on a path's upgraded copy
     ``.dsn(path)`` and ``.start_server(path)`` (the target release; stop() it) for checks of your own."""
-    from ..operations.rehearse import LettaRehearsal, RehearsalRequest
+    from ..operations.rehearse import LettaRehearsal
+    from ..operations.rehearse_request import RehearsalRequest
 
     entry = letta_rehearsal_entry
     try:

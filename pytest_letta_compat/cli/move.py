@@ -12,6 +12,7 @@ from ..errors import LettaCompatError
 
 
 def cmd_move_to_local(args: argparse.Namespace) -> int:
+    from ..cache import cache_root
     from ..operations.move_to_local import move_to_local, report_json
 
     if bool(args.url) == bool(args.backup):
@@ -22,7 +23,8 @@ def cmd_move_to_local(args: argparse.Namespace) -> int:
         letta_code=args.letta_code, storage_dir=Path(args.storage_dir), url=args.url,
         api_key=(args.api_key or os.environ.get("LETTA_API_KEY") or None) if args.url else None,
         backup_dir=Path(args.backup) if args.backup else None, model=args.model, agents=args.agent or None,
-        dry_run=args.dry_run, merge=args.merge, with_secret_values=args.with_secret_values)
+        dry_run=args.dry_run, merge=args.merge, with_secret_values=args.with_secret_values, prove=args.prove,
+        cache=cache_root(args.cache_dir), prove_progress=lambda line: print(f"letta-compat: {line}", file=sys.stderr))
     print(json.dumps(report_json(report), indent=1, ensure_ascii=False) if args.json else report.format())
     if not report.ok:
         print(f"{sum(not o.ok for o in report.outcomes)} of {len(report.outcomes)} agents were NOT moved; fix the "
@@ -52,5 +54,8 @@ def register(sub) -> None:
     p.add_argument("--with-secret-values", action="store_true",
                    help="also write tool environment variable VALUES into the left-behind files (owner-only); "
                         "by default only their names are written")
+    p.add_argument("--prove", action="store_true",
+                   help="for a Letta Code release not proven yet: prove it first on a scratch copy of this move (the "
+                        "real Letta Code lists and answers as the moved agents; about a minute), then move")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_move_to_local)

@@ -61,16 +61,24 @@ def forget_proven(version: str, path: Path = PROVEN_FILE) -> None:
         path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def check_letta_code(version: str) -> str:
-    """'' for a proven version, a note when the proving tests let it through; else refuses."""
-    proven = proven_versions()
-    if version in proven:
+def check_letta_code(version: str, cache: Path | None = None) -> str | None:
+    """'' for a proven version (shipped, or by an earlier --prove here), a note when the proving
+    tests let it through, None when it needs a proof first."""
+    from .local_proof import proven_here
+
+    if version in proven_versions() or (cache is not None and version in proven_here(cache)):
         return ""
     if os.environ.get(PROVING_ENV) == version:
         return f"Letta Code {version} is not proven yet ({PROVING_ENV} is set: a proving run)"
-    listed = ", ".join(proven) or "none"
-    raise LettaCompatError(f"--letta-code {version}: move-to-local is not proven against this Letta Code release "
-                           f"(proven: {listed}); install one of those, or run tests/tools/test_move_to_local.py for it.")
+    return None
+
+
+def _unproven(version: str) -> LettaCompatError:
+    listed = ", ".join(proven_versions()) or "none"
+    return LettaCompatError(
+        f"--letta-code {version}: move-to-local is not proven against this Letta Code release (proven: {listed}). "
+        "Add --prove to prove it first on a scratch copy of this same move (Letta Code in local mode must list "
+        "every moved agent and answer as one; about a minute, nothing leaves this machine), or use a proven one.")
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -291,10 +299,17 @@ def _plan(agent: SourceAgent, model: str | None) -> tuple[dict, layout.Converted
 def move_to_local(*, letta_code: str, storage_dir: Path, url: str | None = None, api_key: str | None = None,
                   backup_dir: Path | None = None, model: str | None = None, agents: list[str] | None = None,
                   dry_run: bool = False, merge: bool = False, with_secret_values: bool = False,
-                  progress: Callable[[str], None] = lambda line: None) -> MoveReport:
+                  prove: bool = False, cache: Path | None = None,
+                  progress: Callable[[str], None] = lambda line: None,
+                  prove_progress: Callable[[str], None] = lambda line: None) -> MoveReport:
     if (url is None) == (backup_dir is None):
         raise LettaCompatError("give the source: either --url URL (a running server) or --backup DIR (one of our backups).")
-    note = check_letta_code(letta_code)
+    note = check_letta_code(letta_code, cache)
+    if note is None:
+        if not prove or cache is None:
+            raise _unproven(letta_code)
+        note = _prove_first(letta_code, cache, url=url, api_key=api_key, backup_dir=backup_dir, agents=agents,
+                            progress=prove_progress)
     if model is not None and ("/" not in model or model.startswith("/") or model.endswith("/")):
         raise LettaCompatError(f"--model {model!r}: expected a local model handle PROVIDER/MODEL, e.g. lmstudio/qwen3-8b.")
     storage = Path(storage_dir).expanduser().absolute()
@@ -343,6 +358,33 @@ def move_to_local(*, letta_code: str, storage_dir: Path, url: str | None = None,
             outcome.status, outcome.reason = "failed", f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}"
         progress("\n".join(outcome.lines()))
     return report
+
+
+def _prove_first(version: str, cache: Path, *, progress: Callable[[str], None], **source: Any) -> str:
+    """The same move into a scratch directory, proven there with the real Letta Code ``version``."""
+    import shutil
+    import tempfile
+
+    from .local_proof import PROOF_MODEL, prove
+
+    scratch = Path(tempfile.mkdtemp(prefix="letta-compat-proof-store-"))
+    try:
+        progress(f"Letta Code {version} is not proven for move-to-local yet: proving it on a scratch copy of this move")
+        os.environ[PROVING_ENV] = version
+        try:
+            trial = move_to_local(letta_code=version, storage_dir=scratch / "store", model=f"lmstudio/{PROOF_MODEL}",
+                                  **source)
+        finally:
+            os.environ.pop(PROVING_ENV, None)
+        moved = {o.local_id: o.name for o in trial.outcomes if o.status == "moved"}
+        if not trial.ok or not moved:
+            raise LettaCompatError(f"move-to-local is NOT proven for Letta Code {version}: the scratch move itself "
+                                   "did not succeed (run it with --dry-run to see why). Nothing was moved.")
+        facts = prove(version, scratch / "store", moved, cache, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return (f"Letta Code {version} proven just now on a scratch copy of this move: it lists all {facts['agents']} "
+            f"agents and answers as one ({facts['seconds']} s); remembered in {cache}")
 
 
 def _write_private(path: Path, data: dict) -> None:

@@ -275,3 +275,30 @@ def test_zz_every_proof_passed_for_the_version(moved, source):
         "in_context_of_the_longest": len(source.states[expert]["message_ids"]),
         "proven_on": __import__("time").strftime("%Y-%m-%d"), "by": "scripts/record_local_backend_proven.py"}
     Path(out).write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+UNPROVEN = "0.32.19"  # installs from PyPI, in no proven list: what an operator on a newer release meets
+
+
+def test_an_unproven_release_is_refused_naming_prove_then_proven_on_the_spot(source, tmp_path):
+    """move-to-local to a Letta Code release nobody proved: refused in one line naming --prove;
+    with --prove, the real Letta Code lists and answers as the moved agents on a scratch copy
+    first, and then the move is made (issue #21). Its own cache: the proof is remembered there."""
+    assert UNPROVEN not in proven_versions()
+    cache = tmp_path / "cache"
+    store = tmp_path / "store"
+    refused = letta_compat("move-to-local", "--url", source.url, "--letta-code", UNPROVEN, "--storage-dir", store,
+                           cache=cache)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "not proven" in refused.stderr and "Add --prove" in refused.stderr and not store.exists()
+    proven = letta_compat("move-to-local", "--url", source.url, "--letta-code", UNPROVEN, "--storage-dir", store,
+                          "--model", f"lmstudio/{LOCAL_MODEL}", "--prove", cache=cache, timeout=900)
+    assert proven.returncode == 0, proven.stdout[-3000:] + proven.stderr[-3000:]
+    assert f"Letta Code {UNPROVEN} proven just now on a scratch copy of this move" in proven.stdout
+    for name, server_id in source.seeded.items():
+        assert f"{name!r} ({server_id} -> {layout.local_agent_id(server_id)}): moved" in proven.stdout
+    assert UNPROVEN in json.loads((cache / "local-backend-proven.json").read_text())
+    assert UNPROVEN not in proven_versions()  # the package's shipped list is never written
+    again = letta_compat("move-to-local", "--url", source.url, "--letta-code", UNPROVEN, "--storage-dir",
+                         tmp_path / "store2", cache=cache)  # remembered: no --prove needed on this machine
+    assert again.returncode == 0, again.stderr

@@ -81,23 +81,8 @@ def _pins_in(name: str, text: str) -> list[str]:
             if isinstance(spec, str):
                 found.append(_exact(spec, f"{name} ({section})"))
         return found
-    if name.endswith(".toml"):
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError:
-            return []
-        project = doc.get("project") or {}
-        lines = list(project.get("dependencies") or [])
-        for extra in (project.get("optional-dependencies") or {}).values():
-            lines += list(extra)
-    else:
-        lines = text.splitlines()
-    found = []
-    for line in lines:
-        match = _PIN.match(str(line))
-        if match and Version(match.group(1)) >= lc.PYPI_MIN:  # below 0.32.13, `letta` is the server
-            found.append(match.group(1))
-    return found
+    # below 0.32.13, PyPI's `letta` is the server
+    return [v for v in _letta_pins(name, text) if Version(v) >= lc.PYPI_MIN]
 
 
 def pinned_letta_code(top: Path, ref: str | None) -> LettaCodePin | None:
@@ -108,23 +93,6 @@ def pinned_letta_code(top: Path, ref: str | None) -> LettaCodePin | None:
         if pins:
             return LettaCodePin(pins[0], name)
     return None
-
-
-def _letta_pins(name: str, text: str) -> list[str]:
-    """Every exact ``letta==X`` of a requirements file or pyproject.toml, server or Letta Code."""
-    if name.endswith("package.json"):
-        return []
-    if name.endswith(".toml"):
-        try:
-            project = tomllib.loads(text).get("project") or {}
-        except tomllib.TOMLDecodeError:
-            return []
-        lines = list(project.get("dependencies") or [])
-        for extra in (project.get("optional-dependencies") or {}).values():
-            lines += list(extra)
-    else:
-        lines = text.splitlines()
-    return [m.group(1) for m in map(_PIN.match, map(str, lines)) if m]
 
 
 def _requirement_lines(name: str, text: str) -> list[str]:
@@ -138,6 +106,13 @@ def _requirement_lines(name: str, text: str) -> list[str]:
             lines += list(extra)
         return [str(line) for line in lines]
     return [line.split(" #")[0].strip() for line in text.splitlines()]
+
+
+def _letta_pins(name: str, text: str) -> list[str]:
+    """Every exact ``letta==X`` of a requirements file or pyproject.toml, server or Letta Code."""
+    if name.endswith("package.json"):
+        return []
+    return [m.group(1) for m in map(_PIN.match, _requirement_lines(name, text)) if m]
 
 
 def unbounded_letta(top: Path) -> str | None:

@@ -136,19 +136,20 @@ def test_init_then_the_shipped_suite_passes_from_the_wheel_alone(operator, tmp_p
 
 
 # Paths none of this project's matrices name, in one run, from the wheel alone (issue #21):
-# a same-head bump (nothing to migrate), and the longest jump, from the first release, to the
-# same target: two paths to one target, so every database name must be unique per path.
+# a same-head bump (nothing to migrate), and the incident's release straight to the final one
+# (the matrices go 0.11.3 -> 0.16.2 -> 0.16.8): two paths to one target, so every database name
+# must be unique per path. (0.11.3's seed is in the cache from the suite's run: CI's budget.)
 PATHS = """name = "where-operators-stand"
 [[upgrade]]
 from = "0.16.7"
 to = "0.16.8"
 [[upgrade]]
-from = "0.11.0"
+from = "0.11.3"
 to = "0.16.8"
 """
 
 
-def test_same_head_and_the_longest_jump_to_one_target_pass_from_the_wheel(operator, tmp_path_factory):
+def test_same_head_and_a_long_jump_to_one_target_pass_from_the_wheel(operator, tmp_path_factory):
     venv, env, cache = operator
     repo = tmp_path_factory.mktemp("operator-paths")
     (repo / "paths.toml").write_text(PATHS)
@@ -157,7 +158,7 @@ def test_same_head_and_the_longest_jump_to_one_target_pass_from_the_wheel(operat
                 "-p", "no:cacheprovider", "-rs"], repo, env, 1800)
     assert proc.returncode == 0, output(proc)
     assert re.search(r"^upgrade-0\.16\.7-to-0\.16\.8\s+pass\s+pass\s*$", proc.stdout, re.M), output(proc)
-    assert re.search(r"^upgrade-0\.11\.0-to-0\.16\.8\s+pass\s+pass\s*$", proc.stdout, re.M), output(proc)
+    assert re.search(r"^upgrade-0\.11\.3-to-0\.16\.8\s+pass\s+pass\s*$", proc.stdout, re.M), output(proc)
     assert "4 passed" in proc.stdout, output(proc)
 
 

@@ -47,6 +47,15 @@ class ServerInstall:
         return self.venv / "bin" / "alembic"
 
     @property
+    def tiktoken_cache(self) -> Path | None:
+        """The tiktoken encodings llama-index ships inside the install (cl100k_base and others).
+        Letta 0.14-0.15 count tokens with tiktoken on an archival insert, and tiktoken downloads
+        its encoding from openaipublic.blob.core.windows.net unless it finds it here: pointed at
+        this, the servers never reach outside the machine for it."""
+        return next(iter(sorted(self.venv.glob("lib/python3*/site-packages/llama_index/core/_static/tiktoken_cache"))),
+                    None)
+
+    @property
     def python(self) -> Path:
         return self.venv / "bin" / "python"
 

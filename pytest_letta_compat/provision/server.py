@@ -69,6 +69,8 @@ class LettaServerProcess:
             "TZ": "UTC",
             **self.llm_env,
         }
+        if self.install.tiktoken_cache is not None:  # never a download of an encoding at run time
+            env["TIKTOKEN_CACHE_DIR"] = str(self.install.tiktoken_cache)
         if self.redis:
             env["LETTA_REDIS_HOST"], env["LETTA_REDIS_PORT"] = self.redis[0], str(self.redis[1])
         if self.secure:

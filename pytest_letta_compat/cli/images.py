@@ -11,6 +11,7 @@ from pathlib import Path
 from ..backends.docker import images as docker_images
 from ..cache import cache_root
 from ..matrix.model import load_matrix
+from .. import versions
 
 
 def cmd_images_build(args: argparse.Namespace) -> int:
@@ -46,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     build = images.add_parser(
         "build", help="build letta-compat/letta:<version> and letta-compat/pgvector:pg15 from package "
                       "registries (stand-ins for letta/letta and pgvector/pgvector on registry-less machines)")
-    build.add_argument("--server", action="append", metavar="VERSION",
+    build.add_argument("--server", action="append", metavar="VERSION", type=versions.spelled,
                        help="a Letta server version to build an image of (repeatable)")
     build.add_argument("--matrix", metavar="FILE",
                        help="build every server version FILE needs, and the pgvector image it needs")

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from .. import versions
+
 
 def _letta_code_beside(directory: Path) -> tuple[list[str], str | None]:
     """The Letta Code the repository pins (package.json, requirements*.txt, pyproject.toml)."""
@@ -67,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     init = sub.add_parser("init", help="write letta-matrix.toml for your Letta and a CI workflow that gates bumps")
     init.add_argument("--compose", metavar="FILE", help="your Docker Compose file; its pinned Letta image is the "
                                                         "version you run today")
-    init.add_argument("--from", dest="from_version", metavar="VERSION",
+    init.add_argument("--from", dest="from_version", metavar="VERSION", type=versions.spelled,
                       help="the Letta version you run today (without --compose, or when it pins a digest only)")
     init.add_argument("--letta-code", metavar="VERSION", action="append", default=[],
                       help="a Letta Code version your users run (repeatable; default: the one package.json, "

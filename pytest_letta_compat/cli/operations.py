@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LettaCompatError
+from .. import versions
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -163,8 +164,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 def _register_upgrade(sub) -> None:
     p = sub.add_parser("upgrade", help="plan (dry run) or carry out a database upgrade, backup first")
-    p.add_argument("--from", dest="from_version", required=True, metavar="V1", help="the version running now")
-    p.add_argument("--to", dest="to_version", required=True, metavar="V2", help="the version to upgrade to")
+    p.add_argument("--from", dest="from_version", required=True, metavar="V1", type=versions.spelled,
+                   help="the version running now")
+    p.add_argument("--to", dest="to_version", required=True, metavar="V2", type=versions.spelled,
+                   help="the version to upgrade to")
     dsn_argument(p)
     _server_args(p)
     p.add_argument("--backup", required=True, metavar="DIR",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..errors import redact
 from ..matrix.model import BACKENDS
+from .. import versions
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "`docker exec letta-db pg_dump -U letta -Fc letta > letta.dump`")
     source.add_argument("--dsn", help="a live database instead, only ever read (one pg_dump snapshot); the "
                                       "password is never printed")
-    p.add_argument("--to", action="append", required=True, metavar="VERSION",
+    p.add_argument("--to", action="append", required=True, metavar="VERSION", type=versions.spelled,
                    help="a release to rehearse the upgrade to (repeatable), e.g. --to 0.16.8")
     p.add_argument("--report", metavar="PATH", help="write the report: PATH.json, .md or .html by suffix "
                                                     "(a bare PATH writes all three)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import versions
+
 
 def cmd_report_merge(args: argparse.Namespace) -> int:
     from ..paths import report_files
@@ -44,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gate = sub.add_parser("gate", help="CI gate: test the upgrade a compose file's Letta image bump would make")
     gate.add_argument("--compose", required=True, help="the compose file whose Letta image tag is checked")
     gate.add_argument("--base-ref", default="HEAD~1", help="git ref to compare with (default HEAD~1; origin/main in PRs)")
-    gate.add_argument("--from", dest="from_version", help="the version running today, when the base ref did not pin it")
+    gate.add_argument("--from", dest="from_version", type=versions.spelled, help="the version running today, when the base ref did not pin it")
     gate.add_argument("--matrix", help="take Letta Code versions and declared incompatibilities from this matrix")
     gate.add_argument("--suite", help="tests to run instead of the compatibility suite shipped with the package")
     gate.add_argument("--report", help="write the compatibility report here (.json/.md/.html or all three)")

@@ -9,6 +9,7 @@ from ..cache import cache_root
 from ..schema.compare import DriftReport, check_database
 from ..postgres.client import shown_dsn
 from .operations import dsn_argument
+from .. import versions
 
 
 def cmd_schema_check(args: argparse.Namespace) -> int:
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     dsn_argument(check, help="postgresql://USER:PASSWORD@HOST:PORT/DB (default $LETTA_PG_URI, which keeps the "
                             "password off the command line; Letta's +pg8000/+asyncpg spellings work too; "
                             "the password is never printed)")
-    check.add_argument("--server-version", required=True, metavar="VERSION",
+    check.add_argument("--server-version", required=True, metavar="VERSION", type=versions.spelled,
                        help="the Letta server version to judge the database for, e.g. 0.16.2")
     check.add_argument("--json", action="store_true", help="print the structured report as JSON")
     check.add_argument("--verbose", "-v", action="store_true", help="also list the notes (harmless differences)")

@@ -1,4 +1,8 @@
-"""Releases sharing an alembic head: an upgrade between them has nothing to migrate (issue #21)."""
+"""Releases sharing an alembic head: an upgrade between them has nothing to migrate (issue #21);
+and a release is accepted as an image tag spells it (v0.16.2) wherever one is asked for (#22)."""
+
+import pytest
+from hypothesis import given, strategies as st
 
 from pytest_letta_compat import versions
 
@@ -30,3 +34,23 @@ def test_two_paths_to_one_target_and_two_runs_never_share_a_database_name(tmp_pa
              run.unique_name("handfix", "0.16.7", "0.16.8"), other_run.unique_name("handfix", "0.16.7", "0.16.8")]
     assert len(set(names)) == len(names)
     assert all(n.startswith("handfix_") and "." not in n and len(n) <= 63 for n in names)
+
+
+@given(st.sampled_from(versions.known_server_versions()), st.sampled_from(["", "v", "V", " v"]))
+def test_a_release_may_be_spelled_as_its_image_tag(release, prefix):
+    assert versions.spelled(f"{prefix}{release}") == release
+
+
+@pytest.mark.parametrize("argv, attr", [
+    (["advise", "--server", "v0.16.2"], "server"),
+    (["upgrade", "--from", "v0.16.2", "--to", "v0.16.8", "--dsn", "x", "--url", "http://x", "--backup", "b"], "from_version"),
+    (["rehearse", "--dump", "d", "--to", "v0.16.8"], "to"),
+    (["init", "--from", "v0.16.2"], "from_version"),
+    (["gate", "--compose", "c.yml", "--from", "v0.16.2"], "from_version"),
+    (["schema", "check", "--dsn", "x", "--server-version", "v0.16.2"], "server_version"),
+])
+def test_every_server_version_option_takes_the_image_tag_spelling(argv, attr):
+    from pytest_letta_compat.cli.main import build_parser
+
+    value = getattr(build_parser().parse_args(argv), attr)
+    assert (value if isinstance(value, str) else value[0]).startswith("0.16.")

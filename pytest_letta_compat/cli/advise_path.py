@@ -18,9 +18,11 @@ from ..report.measure import measure_command, run_paths
 
 def _row_words(row: dict) -> str:
     if row["verdict"] == vu.FAILS:
-        failing = "; ".join(f"{f['check']} ({f['outcome']}): {f['evidence']}" for f in row["failing"]) \
-            or "no check ran"
-        return f"fails: {failing}"
+        by_evidence: dict[str, list[str]] = {}
+        for f in row["failing"]:  # one setup error fails every check of the path: say it once
+            by_evidence.setdefault(f["evidence"][:400], []).append(f"{f['check']} ({f['outcome']})")
+        failing = "; ".join(f"{evidence} [{', '.join(checks)}]" for evidence, checks in by_evidence.items())
+        return f"fails: {failing or 'no check ran'}"
     if row["verdict"] == vu.WORKS_AFTER_FIXUPS:
         return f"works after fix-ups that `letta-compat upgrade` applies ({'; '.join(row['fixups'])})"
     return "works"

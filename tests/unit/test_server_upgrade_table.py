@@ -127,3 +127,26 @@ def test_the_shipped_table_covers_every_path_it_should():
     assert {(r["from"], r["to"]) for r in table["paths"]} == set(vu.table_paths())
     assert table["measured"] and table["command"]
     json.dumps(table)
+
+
+def test_advise_measure_runs_the_path_and_answers_from_what_it_measured(monkeypatch, capsys):
+    """--measure hands the path to report.measure.run_paths (the shipped upgrade and schema checks
+    on real servers; a stand-in writes its report here) and answers from that report alone."""
+    from pytest_letta_compat.cli import advise_path
+
+    asked = {}
+
+    def fake_run_paths(paths, *, report, name):
+        asked["paths"] = paths
+        report.write_text(json.dumps({"tests": [
+            _test("upgrade-0.11.3-to-0.16.2", "test_in_place_upgrade_through_the_cli", "passed"),
+            _test("upgrade-0.11.3-to-0.16.2", "test_upgraded_database_is_identical_to_a_fresh_one", "failed",
+                  "E   AssertionError: letta.runs differs"),
+        ]}))
+        return 1
+
+    monkeypatch.setattr(advise_path, "run_paths", fake_run_paths)
+    assert main(["advise", "--server", "0.11.3", "--to", "0.16.2", "--measure"]) == 1
+    out = capsys.readouterr().out
+    assert asked["paths"] == [("0.11.3", "0.16.2")]
+    assert "Server upgrade 0.11.3 -> 0.16.2, measured now: fails: E   AssertionError: letta.runs differs" in out

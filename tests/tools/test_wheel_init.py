@@ -125,13 +125,13 @@ def test_init_then_the_shipped_suite_passes_from_the_wheel_alone(operator, tmp_p
     argv = shlex.split(next_command)
     assert argv[:3] == ["pytest", "--letta-matrix", "letta-matrix.toml"] and "--letta-suite" in argv
     proc = run([str(venv / "bin" / "pytest"), *argv[1:], f"--letta-cache-dir={cache}", "-p", "no:cacheprovider",
-                "-rs"], repo, env, 900)
+                "-rs", "--trace-config"], repo, env, 900)
     assert proc.returncode == 0, output(proc)
     passed = re.search(r"(\d+) passed", proc.stdout)
     assert passed and int(passed.group(1)) > 0, output(proc)
-    # the tests came from the installed package: nothing of this repository is on the path
-    assert "site-packages/pytest_letta_compat/suite/test_smoke.py" in proc.stdout, output(proc)
-    assert str(ROOT) not in proc.stdout
+    # the plugin and its tests came from the installed package: nothing of this repository is on the path
+    assert "site-packages/pytest_letta_compat/plugin/hooks.py" in proc.stdout, output(proc)
+    assert "letta-suite/test_smoke.py" in proc.stdout and str(ROOT) not in proc.stdout
     assert re.search(r"^server-0\.16\.8\s+pass\s*$", proc.stdout, re.M), output(proc)
 
 

@@ -153,6 +153,13 @@ CHECK_NAMES = {  # suite test -> the check's name in the table
 WORKS, WARNS, FAILS = "works", "works with a warning", "fails"
 
 
+def failure_evidence(message: str) -> str:
+    """The line of a failed check's report that says why: its first ``E`` line, else its last line."""
+    message = (message or "").strip()
+    evidence = next((line.strip() for line in message.splitlines() if line.strip().startswith("E ")), "")
+    return (evidence or (message.splitlines()[-1] if message else ""))[:600]
+
+
 def compat_from_report(report: dict[str, Any], *, command: str, measured: str, note: str = "") -> dict[str, Any]:
     """The measured table from a (merged) compatibility report's JSON."""
     pairs: dict[tuple[str, str], dict[str, Any]] = {}
@@ -169,9 +176,7 @@ def compat_from_report(report: dict[str, Any], *, command: str, measured: str, n
         pair["seconds"] = round(pair["seconds"] + float(t.get("duration") or 0.0), 1)
         message = (t.get("message") or "").strip()
         if t["outcome"] in ("failed", "error", "xfailed", "xpassed"):
-            evidence = next((line.strip() for line in message.splitlines() if line.strip().startswith("E ")), "")
-            pair["failing"].append({"check": check, "outcome": t["outcome"],
-                                    "evidence": (evidence or message.splitlines()[-1] if message else "")[:600]})
+            pair["failing"].append({"check": check, "outcome": t["outcome"], "evidence": failure_evidence(message)})
         elif t["outcome"] == "passed" and message.startswith(WARNS):
             pair["warning"] = message.removeprefix(WARNS + ":").strip()[:300]
     for pair in pairs.values():

@@ -14,6 +14,7 @@ from typing import Any
 from packaging.version import Version
 
 from . import versions
+from .versions_letta_code import failure_evidence
 
 FINAL = "0.16.8"  # the server repository was archived in August 2026; this is its last release
 # what a row of the table runs: the path through the CLI (backup gate, --apply, fix-ups,
@@ -49,10 +50,6 @@ def table_paths() -> list[tuple[str, str]]:
     return paths
 
 
-def path_id(old: str, new: str) -> str:
-    return f"upgrade-{old}-to-{new}"
-
-
 def table_from_report(report: dict[str, Any], *, command: str, measured: str, note: str = "") -> dict[str, Any]:
     """The measured table from a (merged) compatibility report's JSON."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -70,9 +67,8 @@ def table_from_report(report: dict[str, Any], *, command: str, measured: str, no
         entry["seconds"] = round(entry["seconds"] + float(t.get("duration") or 0.0), 1)
         message = (t.get("message") or "").strip()
         if t["outcome"] in ("failed", "error", "xfailed", "xpassed"):
-            evidence = next((line.strip() for line in message.splitlines() if line.strip().startswith("E ")), "")
             entry["failing"].append({"check": CHECK_NAMES[test], "outcome": t["outcome"],
-                                     "evidence": (evidence or (message.splitlines()[-1] if message else ""))[:600]})
+                                     "evidence": failure_evidence(message)})
         elif t["outcome"] == "passed" and message.startswith(FIXUP_NOTE):
             entry["fixups"] = sorted(f.strip() for f in message.removeprefix(FIXUP_NOTE).split(";") if f.strip())
     for entry in rows.values():

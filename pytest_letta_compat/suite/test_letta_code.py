@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from pytest_letta_compat.plugin.reporting import NOTE_PROPERTY  # a passing test's note in the report
 from pytest_letta_compat.provision.fake_llm_replies import REPLY_PREFIX, TOOL_DIRECTIVE
 from pytest_letta_compat.provision.letta_code import LettaCodeRunner, run_letta_code_tty
 from pytest_letta_compat.versions_letta_code import WARNS_BELOW_SERVER
 
-NOTE = "letta_compat_note"  # a passing test's note in the compatibility report
 OUTDATED_WARNING = "Your Docker image is outdated"
 
 pytestmark = pytest.mark.letta_check("letta_code")
@@ -215,4 +215,4 @@ def test_startup_warning_on_old_servers_is_recorded(letta_code_entry, letta_code
     if Version(letta_server.version) >= WARNS_BELOW_SERVER:
         assert not shown, f"Letta Code warns about a server at {letta_server.version}: {shown[0]}"
     if shown:
-        record_property(NOTE, f"works with a warning: {shown[0]}")
+        record_property(NOTE_PROPERTY, f"works with a warning: {shown[0]}")

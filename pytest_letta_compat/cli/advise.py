@@ -44,12 +44,6 @@ def print_letta_code_table() -> int:
     return 0
 
 
-def _check_server(version: str, option: str = "--server") -> None:
-    if version not in versions.SERVER_RELEASES:
-        raise LettaCompatError(f"{option} {version!r} is not a Letta server release. Allowed: "
-                               f"{', '.join(versions.known_server_versions())}.")
-
-
 def _check_letta_code(version: str) -> None:
     if not lc.is_known(version):
         raise LettaCompatError(f"--letta-code: {lc.refusal(version)}")
@@ -85,7 +79,7 @@ def _letta_code_after(target: str) -> str:
 
 
 def cmd_advise(args: argparse.Namespace) -> int:
-    _check_server(args.server)
+    versions.require_server_release(args.server, "--server")
     if args.letta_code:
         _check_letta_code(args.letta_code)
     path_code = 0
@@ -95,7 +89,7 @@ def cmd_advise(args: argparse.Namespace) -> int:
             print(f"Letta {args.server} is the final server release (the server repository is archived): "
                   "no server upgrade is left.")
         else:
-            _check_server(target, "--to")
+            versions.require_server_release(target, "--to")
             advise_path.check_path(args.server, target)
             lines, path_code = (advise_path.measure if args.measure else advise_path.path_lines)(args.server, target)
             print("\n".join(lines))

@@ -299,12 +299,12 @@ def _plan(agent: SourceAgent, model: str | None) -> tuple[dict, layout.Converted
 def move_to_local(*, letta_code: str, storage_dir: Path, url: str | None = None, api_key: str | None = None,
                   backup_dir: Path | None = None, model: str | None = None, agents: list[str] | None = None,
                   dry_run: bool = False, merge: bool = False, with_secret_values: bool = False,
-                  prove: bool = False, cache: Path | None = None,
+                  prove: bool = False, cache: Path | None = None, trial: bool = False,
                   progress: Callable[[str], None] = lambda line: None,
                   prove_progress: Callable[[str], None] = lambda line: None) -> MoveReport:
     if (url is None) == (backup_dir is None):
         raise LettaCompatError("give the source: either --url URL (a running server) or --backup DIR (one of our backups).")
-    note = check_letta_code(letta_code, cache)
+    note = "" if trial else check_letta_code(letta_code, cache)  # a trial move is what the proof reads
     if note is None:
         if not prove or cache is None:
             raise _unproven(letta_code)
@@ -370,12 +370,8 @@ def _prove_first(version: str, cache: Path, *, progress: Callable[[str], None], 
     scratch = Path(tempfile.mkdtemp(prefix="letta-compat-proof-store-"))
     try:
         progress(f"Letta Code {version} is not proven for move-to-local yet: proving it on a scratch copy of this move")
-        os.environ[PROVING_ENV] = version
-        try:
-            trial = move_to_local(letta_code=version, storage_dir=scratch / "store", model=f"lmstudio/{PROOF_MODEL}",
-                                  **source)
-        finally:
-            os.environ.pop(PROVING_ENV, None)
+        trial = move_to_local(letta_code=version, storage_dir=scratch / "store", model=f"lmstudio/{PROOF_MODEL}",
+                              trial=True, **source)
         moved = {o.local_id: o.name for o in trial.outcomes if o.status == "moved"}
         if not trial.ok or not moved:
             raise LettaCompatError(f"move-to-local is NOT proven for Letta Code {version}: the scratch move itself "

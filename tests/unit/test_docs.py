@@ -187,3 +187,21 @@ def test_letta_options_exist(path: Path, plugin_options: set[str]):
     shown = set(LETTA_OPTION.findall(path.read_text(encoding="utf-8")))
     unknown = sorted(shown - plugin_options - _cli_options(build_parser()))
     assert not unknown, f"{path.relative_to(ROOT)} shows options the plugin does not have: {unknown}"
+
+
+# the pages an operator reads; internals (module paths, migration ids, Letta's own functions)
+# belong in docs/internals.md
+OPERATOR_PAGES = [README, *(DOCS / name for name in ("operator-runbook.md", "rehearse.md", "ci-gate.md",
+                                                      "letta-code.md", "leaving-the-server.md", "docker.md"))]
+# a revision id is named to an operator only as the tool prints it: with the release whose schema it is
+REVISION = re.compile(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{12}\b")
+RELEASE_NAMED = re.compile(r"schema of Letta|after Letta|before Letta")
+INTERNAL_WORDS = re.compile(r"pytest_letta_compat/|CryptoUtils|Secret\.from_plaintext|seed's manual procedure")
+
+
+@pytest.mark.parametrize("path", OPERATOR_PAGES, ids=_ids(OPERATOR_PAGES))
+def test_operator_pages_keep_internals_in_internals_md(path: Path):
+    text = prose(path)
+    lines = [line for line in text.splitlines()
+             if INTERNAL_WORDS.search(line) or (REVISION.search(line) and not RELEASE_NAMED.search(line))]
+    assert not lines, f"{path.name} names internals an operator cannot act on (move them to internals.md): {lines}"

@@ -22,7 +22,7 @@ README_LIMIT = 12_000
 
 # The two commands of the README, byte for byte: .ci/run calls the second one verbatim.
 MAIN_JOB = ("python3 -m venv .venv && .venv/bin/pip install -e . && "
-            ".venv/bin/pytest --letta-matrix matrices/default.toml --letta-suite-only")
+            ".venv/bin/pytest --letta-matrix matrices/default.toml --letta-suite-only -n auto --dist loadgroup")
 TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && "
                 ".venv/bin/pytest --letta-matrix matrices/ci.toml --letta-suite")
 

@@ -218,6 +218,17 @@ def letta_server(pytestconfig: pytest.Config, letta_server_entry: ServerEntry, l
     letta_server_factory.stop_soon(stack)
 
 
+@pytest.fixture(scope="session")
+def letta_server_second(letta_server: LettaStack, letta_server_factory) -> Iterator[LettaStack]:
+    """A second process of the entry's release on the entry's database, with its own Redis:
+    what a restarted server sees. Started once per entry on first use, shared by the entry's
+    tests (one start, not one per Letta Code release), stopped with the entry."""
+    stack = letta_server_factory(letta_server.version, database=letta_server.database,
+                                 password=letta_server.password)
+    yield stack
+    letta_server_factory.stop_soon(stack)
+
+
 @pytest.fixture
 def letta_client(letta_server: LettaStack) -> Iterator[httpx.Client]:
     """An httpx client bound to the entry's server (authenticated in secure mode)."""

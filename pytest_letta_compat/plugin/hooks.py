@@ -28,6 +28,7 @@ from .fixtures import (  # noqa: F401 - re-exported so the pytest11 entry point 
     letta_server,
     letta_server_entry,
     letta_server_factory,
+    letta_server_second,
     letta_rehearsal,
     letta_rehearsal_entry,
     letta_upgrade_entry,

@@ -173,34 +173,31 @@ def test_tool_call_round_trip_through_letta_code(letta_code, letta_fake_llm):
     assert result["result"].startswith(REPLY_PREFIX)
 
 
-def test_history_listed_by_letta_code_after_a_server_restart(letta_code, letta_code_install, letta_server,
-                                                             letta_server_factory, letta_fake_llm, tmp_path):
-    """A turn, then a freshly started server process (with its own, empty Redis) on the same
-    database: Letta Code still lists the turn (`letta messages list`; before that command
-    existed, a resumed turn carries it to the model). Nothing may live only in the first
-    process or its Redis."""
+def test_history_listed_by_letta_code_after_a_server_restart(letta_code, letta_code_install, letta_server_second,
+                                                             letta_fake_llm, tmp_path):
+    """A turn on the entry's server, then another server process (with its own, empty Redis) on
+    the same database, as a restart leaves it: Letta Code still lists the turn there (`letta
+    messages list`; before that command existed, a resumed turn carries it to the model).
+    Nothing may live only in the first process or its Redis. The second process is the entry's
+    (one start for every Letta Code release): it never saw this turn, whenever it started."""
     before = _prompt("said before the restart")
     first = _new_agent_turn(letta_code, letta_fake_llm, before)
-    restarted = letta_server_factory(letta_server.version, database=letta_server.database,
-                                     password=letta_server.password)
-    try:
-        runner = LettaCodeRunner(letta_code_install, base_url=restarted.url, api_key=restarted.password,
-                                 workdir=tmp_path / "letta-code")  # the same HOME and project directory
-        listing = runner("messages", "list", "--agent", first["agent_id"], "--conversation",
-                         first["conversation_id"], "--limit", "50")
-        if listing.returncode == 0 and before in listing.stdout:
-            return
-        # no `letta messages` (before 0.3x), or one that lists another conversation: the
-        # conversation resumed by id still carries the turn to the model
-        after = _prompt("after the restart")
-        by_id = ("--conversation", first["conversation_id"]) if first["conversation_id"] != "default" else ()
-        resumed = _turn(runner, after, *by_id)
-        assert resumed["agent_id"] == first["agent_id"]
-        assert before in json.dumps(_llm_request_with(letta_fake_llm, after)["messages"]), (
-            f"after the restart, neither `{listing.command}` (exit {listing.returncode}) nor the resumed "
-            f"conversation shows the earlier turn")
-    finally:
-        restarted.stop()
+    restarted = letta_server_second
+    runner = LettaCodeRunner(letta_code_install, base_url=restarted.url, api_key=restarted.password,
+                             workdir=tmp_path / "letta-code")  # the same HOME and project directory
+    listing = runner("messages", "list", "--agent", first["agent_id"], "--conversation",
+                     first["conversation_id"], "--limit", "50")
+    if listing.returncode == 0 and before in listing.stdout:
+        return
+    # no `letta messages` (before 0.3x), or one that lists another conversation: the
+    # conversation resumed by id still carries the turn to the model
+    after = _prompt("after the restart")
+    by_id = ("--conversation", first["conversation_id"]) if first["conversation_id"] != "default" else ()
+    resumed = _turn(runner, after, *by_id)
+    assert resumed["agent_id"] == first["agent_id"]
+    assert before in json.dumps(_llm_request_with(letta_fake_llm, after)["messages"]), (
+        f"after the restart, neither `{listing.command}` (exit {listing.returncode}) nor the resumed "
+        f"conversation shows the earlier turn")
 
 
 def test_startup_warning_on_old_servers_is_recorded(letta_code_entry, letta_code, letta_server, record_property,

@@ -109,26 +109,27 @@ def test_in_place_upgrade_through_the_cli(letta_upgrade_entry, letta_upgrade_pat
 
 def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrade_path, letta_backend,
                                                letta_server_factory, tmp_path):
-    """The seed's manual procedure done safely: drop and recreate only with a verified archive,
-    migrate the empty database, then (new server started) restore and verify every agent.
-    Its own servers, on its own copy of the path's seeded database: the backup comes from the
-    old server live on that database, which the operator then stops; the new server starts on
-    the database the CLI recreated."""
+    """The incident's manual procedure done safely: drop and recreate only with a verified
+    archive, migrate the empty database, then (new server started) restore and verify every
+    agent. On its own copy of the path's seeded database, with the old server stopped, gated
+    on the path's backup (every agent and the pg_dump archive, taken from the live old server
+    when the path was seeded; the in-place check above proves the CLI takes such a backup);
+    the new server starts on the database the CLI recreated."""
     old, new = letta_upgrade_entry.from_version, letta_upgrade_entry.to_version
     database = letta_upgrade_path.clone("seeded")
-    password = secrets.token_urlsafe(16)
-    server = letta_server_factory(old, database=database, password=password)
+    password = letta_upgrade_path.password
     before = agents_in(letta_backend, database)
     backup_dir = tmp_path / "backup"
-    request = UpgradeRequest(old, new, letta_backend.dsn(database), server.url, backup_dir, letta_backend.cache,
+    shutil.copytree(letta_upgrade_path.backup_dir, backup_dir)
+    stopped = f"http://127.0.0.1:{free_port()}"  # the old server is stopped, as --apply requires
+    request = UpgradeRequest(old, new, letta_backend.dsn(database), stopped, backup_dir, letta_backend.cache,
                              api_key=password, strategy="recreate")
     env = {**os.environ, "LETTA_PG_URI": request.dsn}
-    upgrade = ["upgrade", "--from", old, "--to", new, "--url", server.url, "--backup", str(backup_dir),
+    upgrade = ["upgrade", "--from", old, "--to", new, "--url", stopped, "--backup", str(backup_dir),
                "--strategy", "recreate", "--apply"]
-    assert letta_compat(*upgrade, api_key=password, env=env, cache=letta_backend.cache).returncode == 2  # backs up only
-    server.stop()
     applied = letta_compat(*upgrade, api_key=password, env=env, cache=letta_backend.cache)
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "backup" in applied.stdout and "verified" in applied.stdout, applied.stdout
     assert "letta-compat restore" in applied.stdout
     assert revision_of(letta_backend, database) == versions.server_release(new).alembic_head
     assert agents_in(letta_backend, database) == {}  # recreated empty: the agents come back through the API

@@ -8,6 +8,8 @@ chosen by --letta-cache-dir, then LETTA_COMPAT_CACHE, then the platform's user c
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -45,6 +47,28 @@ def install_complete(marker: Path, wanted: str) -> bool:
     """Whether the install whose last step wrote ``wanted`` into ``marker`` is complete and is
     the install wanted now (a half install, or one of another spec, has no such marker)."""
     return marker.exists() and marker.read_text() == wanted
+
+
+def install_once(directory: Path, marker: Path, wanted: str, install: Callable[[], None], *,
+                 timeout: float = 1800) -> bool:
+    """Every install into the cache, one way: nothing to do when ``marker`` says ``wanted``;
+    else, under ``directory``'s lock, check again (another process or the plugin's install
+    ahead may have finished it), remove what a half install left in ``directory``, run
+    ``install()`` (which creates it), and write the marker last, so a half install never looks complete; a failed one is removed.
+    True when this call installed."""
+    if install_complete(marker, wanted):
+        return False
+    with locked(directory, timeout=timeout):
+        if install_complete(marker, wanted):
+            return False
+        shutil.rmtree(directory, ignore_errors=True)  # install() creates it
+        try:
+            install()
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        marker.write_text(wanted)
+        return True
 
 
 @contextmanager

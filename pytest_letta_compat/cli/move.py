@@ -9,22 +9,33 @@ import sys
 from pathlib import Path
 
 from ..errors import LettaCompatError
+from .operations import compose_arguments
 
 
 def cmd_move_to_local(args: argparse.Namespace) -> int:
     from ..cache import cache_root
     from ..operations.move_to_local import move_to_local, report_json
 
-    if bool(args.url) == bool(args.backup):
-        raise LettaCompatError("give the source: either --url URL (a running server) or --backup DIR (one of our backups).")
+    if sum(map(bool, (args.url, args.backup, args.compose))) != 1:
+        raise LettaCompatError("give the source: --url URL (a running server), --compose FILE (the server of your "
+                               "compose stack) or --backup DIR (one of our backups).")
     if args.backup and not Path(args.backup).is_dir():
         raise LettaCompatError(f"--backup {args.backup}: no such directory.")
-    report = move_to_local(
-        letta_code=args.letta_code, storage_dir=Path(args.storage_dir), url=args.url,
-        api_key=(args.api_key or os.environ.get("LETTA_API_KEY") or None) if args.url else None,
-        backup_dir=Path(args.backup) if args.backup else None, model=args.model, agents=args.agent or None,
-        dry_run=args.dry_run, merge=args.merge, with_secret_values=args.with_secret_values, prove=args.prove,
-        cache=cache_root(args.cache_dir), prove_progress=lambda line: print(f"letta-compat: {line}", file=sys.stderr))
+
+    def move(url: str | None, api_key: str | None):
+        return move_to_local(
+            letta_code=args.letta_code, storage_dir=Path(args.storage_dir), url=url, api_key=api_key,
+            backup_dir=Path(args.backup) if args.backup else None, model=args.model, agents=args.agent or None,
+            dry_run=args.dry_run, merge=args.merge, with_secret_values=args.with_secret_values, prove=args.prove,
+            cache=cache_root(args.cache_dir), prove_progress=lambda line: print(f"letta-compat: {line}", file=sys.stderr))
+
+    if args.compose:
+        from ..operations.compose_upgrade import stack_endpoints
+
+        with stack_endpoints(args.compose, args.service, database=False) as (url, password, _):
+            report = move(url, password)
+    else:
+        report = move(args.url, (args.api_key or os.environ.get("LETTA_API_KEY") or None) if args.url else None)
     print(json.dumps(report_json(report), indent=1, ensure_ascii=False) if args.json else report.format())
     if not report.ok:
         print(f"{sum(not o.ok for o in report.outcomes)} of {len(report.outcomes)} agents were NOT moved; fix the "
@@ -42,6 +53,7 @@ def register(sub) -> None:
     p.add_argument("--url", help="the Letta server to read (only read, never changed)")
     p.add_argument("--api-key", default=None, help="the server password (default $LETTA_API_KEY; never printed)")
     p.add_argument("--backup", metavar="DIR", help="read a `letta-compat backup` directory instead of a server")
+    compose_arguments(p, "the server and its password are")
     p.add_argument("--letta-code", required=True, metavar="VERSION",
                    help="the Letta Code release that will read the files (refused unless proven)")
     p.add_argument("--storage-dir", required=True, metavar="DIR",

@@ -25,10 +25,28 @@ def _api_key(args: argparse.Namespace) -> str | None:
 def cmd_backup(args: argparse.Namespace) -> int:
     from ..operations.backup import backup
 
-    dsn = args.dsn or os.environ.get("LETTA_PG_URI") or None
-    manifest = backup(args.url, Path(args.out), api_key=_api_key(args), dsn=dsn)
+    if bool(args.url) == bool(args.compose):
+        raise LettaCompatError("backup reads one server: give --url URL (and --dsn for the pg_dump) or --compose FILE.")
+    if args.compose:
+        from ..operations.compose_upgrade import stack_endpoints
+
+        with stack_endpoints(args.compose, args.service) as (url, password, dsn):
+            manifest = backup(url, Path(args.out), api_key=password, dsn=dsn)
+    else:
+        dsn = args.dsn or os.environ.get("LETTA_PG_URI") or None
+        manifest = backup(args.url, Path(args.out), api_key=_api_key(args), dsn=dsn)
     print(f"backup of {len(manifest.agents)} agents written to {args.out} and read back: complete")
     return 0
+
+
+def compose_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """``--compose FILE`` and ``--service NAME``: a compose stack's server (and database) found as
+    ``upgrade --compose`` finds them."""
+    p.add_argument("--compose", metavar="FILE", default=None,
+                   help=f"your docker-compose.yml: {what} found in the running stack (its published port; the "
+                        "database through its port or a relay on the stack's network)")
+    p.add_argument("--service", default=None, help="with --compose: the Letta service, when its image is not "
+                                                   "letta/letta")
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -85,7 +103,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _register_backup(sub) -> None:
     p = sub.add_parser("backup", help="back up every agent (export + full history), optionally pg_dump")
-    _server_args(p)
+    p.add_argument("--url", default=None, help="the Letta server, e.g. http://localhost:8283 (or --compose)")
+    p.add_argument("--api-key", default=None, help="the server password (default $LETTA_API_KEY; never printed)")
+    compose_arguments(p, "the server, its password and its database are")
     p.add_argument("--out", required=True, help="a new directory for the backup")
     p.add_argument("--dsn", help="the server's database DSN: adds a pg_dump archive and the alembic revision "
                                  "(default $LETTA_PG_URI; the password goes to pg_dump via PGPASSWORD only)")
@@ -198,12 +218,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def _register_upgrade(sub) -> None:
     p = sub.add_parser("upgrade", help="plan (dry run) or carry out an upgrade, backup first; --compose FILE "
                                        "upgrades a compose stack in one command and rolls back by itself")
-    p.add_argument("--compose", metavar="FILE", default=None,
-                   help="your docker-compose.yml: the release, server, database and pin are read from the stack; "
-                        "--apply backs up, stops, migrates, re-pins, starts and verifies, and puts everything back "
-                        "on any failure")
-    p.add_argument("--service", default=None, help="with --compose: the Letta service, when its image is not "
-                                                   "letta/letta")
+    compose_arguments(p, "the release, server, database and pin are read from it; --apply backs up, stops, "
+                         "migrates, re-pins, starts and verifies, and puts everything back on any failure; they are")
     p.add_argument("--from", dest="from_version", metavar="V1", type=versions.spelled,
                    help="the version running now (not with --compose)")
     p.add_argument("--to", dest="to_version", required=True, metavar="V2", type=versions.spelled,

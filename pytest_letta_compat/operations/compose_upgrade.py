@@ -21,7 +21,8 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,8 @@ class StackCommands:
     """Docker Compose and Docker for one operator project; every call's output (masked) goes to
     ``log``."""
 
-    def __init__(self, deployment: ComposeDeployment, log: Path):
-        self.deployment, self.log = deployment, log
+    def __init__(self, deployment: ComposeDeployment, log: Path | None):
+        self.deployment, self.log = deployment, log  # log None: output kept only in error messages
         files = ["-f", str(deployment.file)]
         if (override := compose_file.override_file(deployment.file)) is not None:
             files += ["-f", str(override)]  # -f turns off Compose's own merge of the override
@@ -84,8 +85,9 @@ class StackCommands:
         except subprocess.TimeoutExpired:
             raise ComposeUpgradeError(f"`{what}` did not finish within {timeout:.0f} s (log: {self.log}).") from None
         output = redact(proc.stdout + proc.stderr)
-        with open(self.log, "a", encoding="utf-8") as log:
-            log.write(f"$ {what}\n{output}\n")
+        if self.log is not None:
+            with open(self.log, "a", encoding="utf-8") as log:
+                log.write(f"$ {what}\n{output}\n")
         if proc.returncode != 0:
             raise ComposeUpgradeError(f"`{what}` failed (exit {proc.returncode}): {output.strip()[-600:]} "
                                       f"(log: {self.log})")
@@ -178,6 +180,24 @@ class StackCommands:
         raise ComposeUpgradeError(f"the service `{self.deployment.service}` did not answer as Letta {version} within "
                                   f"{timeout:.0f} s (last seen: {seen or 'nothing'}); its log: `docker compose logs "
                                   f"{self.deployment.service}` (this run's: {self.log})")
+
+
+@contextmanager
+def stack_endpoints(file: str | os.PathLike, service: str | None = None, *,
+                    database: bool = True) -> Iterator[tuple[str, str | None, str | None]]:
+    """(Letta's URL, its password, its database's DSN or None without ``database``) as this
+    machine reaches a running compose stack, for the commands that read it (backup,
+    move-to-local); a relay, when one was needed, is removed at the end."""
+    deployment = read_deployment(file, service)
+    commands = StackCommands(deployment, None)
+    try:
+        url = commands.letta_url()
+        if url is None:
+            raise ComposeUpgradeError(f"service `{deployment.service}` of {deployment.file} publishes no port for "
+                                      f"{LETTA_PORT}, or is not running: start the stack (`docker compose up -d`).")
+        yield url, deployment.password, commands.database_dsn() if database else None
+    finally:
+        commands.close()
 
 
 # -- the pin -------------------------------------------------------------------------------------

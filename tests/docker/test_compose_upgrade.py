@@ -173,6 +173,14 @@ def test_compose_stack_upgrades_in_one_command(stack_factory, letta_backend, tmp
     before = {name: stack.messages(agent_id) for name, agent_id in seeded.items()}
     backup = tmp_path / "backup"
 
+    # `backup --compose` finds the server, its password and the database as the upgrade does
+    alone = letta_compat("backup", "--compose", str(stack.file), "--out", str(tmp_path / "alone"),
+                         cache=letta_backend.cache)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    manifest = json.loads((tmp_path / "alone" / "manifest.json").read_text())
+    assert sorted(a["name"] for a in manifest["agents"]) == sorted(seeded)
+    assert (tmp_path / "alone" / "database.dump").stat().st_size > 0
+
     dry = upgrade(stack, backup, cache=letta_backend.cache)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "Dry run" in dry.stdout and f"LETTA_VERSION in {stack.dir / '.env'}" in dry.stdout, dry.stdout
@@ -190,6 +198,10 @@ def test_compose_stack_upgrades_in_one_command(stack_factory, letta_backend, tmp
     with stack.client() as client:
         variables = client.get(f"/v1/agents/{seeded['tool-user']}").json()["tool_exec_environment_variables"]
     assert {v["key"]: v["value"] for v in variables} == {"WEATHER_TOKEN": SECRET}  # readable, not "<encrypted>"
+    planned = letta_compat("move-to-local", "--compose", str(stack.file), "--letta-code", "0.34.12", "--storage-dir",
+                           str(tmp_path / "local"), "--dry-run", cache=letta_backend.cache)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert all(name in planned.stdout for name in seeded), planned.stdout
     assert oct(backup.stat().st_mode & 0o777) == "0o700" and (backup / "backup" / "manifest.json").is_file()
     for secret in (stack.password, SECRET):
         assert secret not in output

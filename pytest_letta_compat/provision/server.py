@@ -9,9 +9,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from ..errors import ProvisioningError, redact, register_secret
+from ..errors import redact, register_secret
 from .install import ServerInstall
-from .procs import ManagedProcess, free_port, wait_until
+from .procs import ManagedProcess, on_a_free_port, wait_until
 
 
 def without_ssl(dsn: str) -> str:
@@ -85,24 +85,22 @@ class LettaServerProcess:
     def start(self) -> "LettaServerProcess":
         self.home.mkdir(parents=True, exist_ok=True)
         self.cwd.mkdir(parents=True, exist_ok=True)
-        for _attempt in range(3):
-            self.port = free_port()
-            self.process = ManagedProcess(
-                f"Letta server {self.version}",
-                [str(self.install.letta), "server", "--host", "127.0.0.1", "--port", str(self.port)],
-                log_path=self.log_path, env=self._env(), cwd=self.cwd, stop_timeout=30,
-            ).start()
-            try:
-                self.started_in = wait_until(
-                    f"Letta server {self.version} to report healthy on {self.url}/v1/health/",
-                    self._healthy, timeout=self.start_timeout, process=self.process, interval=0.2)
-                self.scrub_home()
-                return self
-            except ProvisioningError:
-                self.process.stop()
-                if "address already in use" not in self.process.log_tail(15).lower():
-                    raise
-        raise ProvisioningError(f"Letta server {self.version} could not bind a free port; see {self.log_path}.")
+        what = f"Letta server {self.version}"
+
+        def start(port: int) -> ManagedProcess:
+            self.port = port
+            return ManagedProcess(what, [str(self.install.letta), "server", "--host", "127.0.0.1", "--port", str(port)],
+                                  log_path=self.log_path, env=self._env(), cwd=self.cwd, stop_timeout=30).start()
+
+        def wait(port: int, process: ManagedProcess) -> None:
+            self.process = process
+            self.started_in = wait_until(f"{what} to report healthy on {self.url}/v1/health/", self._healthy,
+                                         timeout=self.start_timeout, process=process, interval=0.2)
+
+        self.port, self.process = on_a_free_port(what, start, wait, bind_error="address already in use",
+                                                 log=self.log_path, attempts=3)
+        self.scrub_home()
+        return self
 
     def stop(self) -> None:
         if self.process is not None:

@@ -73,6 +73,7 @@ class StackCommands:
         self.compose = [*compose_command(), *files, "-p", deployment.project,
                         "--project-directory", str(deployment.file.parent)]
         self._relay: str | None = None
+        self._dsn: str | None = None  # one way to the database per run (and at most one relay)
 
     @property
     def relayed(self) -> bool:
@@ -111,6 +112,11 @@ class StackCommands:
 
     def database_dsn(self) -> str:
         """Letta's database as this machine reaches it: its published port, or a relay."""
+        if self._dsn is None:
+            self._dsn = self._reach_database()
+        return self._dsn
+
+    def _reach_database(self) -> str:
         db = self.deployment.database
         if db.service is None:
             return db.dsn(db.host, db.port)
@@ -137,21 +143,28 @@ class StackCommands:
                                         container], "docker inspect (the database's network)", 60))
         network = next(iter(networks))
         source = Path(relay.__file__).read_text(encoding="utf-8")
-        label = f"{RELAY_LABEL}={self.deployment.project}"
-        for left in self.run(["docker", "ps", "-aq", "--filter", f"label={label}"], "docker ps (relays a killed "
-                                                                                   "run left)", 60).split():
-            subprocess.run(["docker", "rm", "-f", left], capture_output=True)
+        self._remove_relays()  # a killed run's
         self._relay = self.run(
-            ["docker", "run", "-d", "--rm", "--label", label, "--network", network,
+            ["docker", "run", "-d", "--rm", "--label", self._relay_label, "--network", network,
              "-p", f"127.0.0.1::{PG_PORT}", "--entrypoint", "python3", self.deployment.image, "-c", source,
              "0.0.0.0", str(PG_PORT), host, str(port)], "docker run (a relay to the database)", 300).strip()
         out = self.run(["docker", "port", self._relay, f"{PG_PORT}/tcp"], "docker port (the relay)", 60)
         return int(out.split()[0].rsplit(":", 1)[-1])
 
+    @property
+    def _relay_label(self) -> str:
+        return f"{RELAY_LABEL}={self.deployment.project}"
+
+    def _remove_relays(self) -> None:
+        listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={self._relay_label}"],
+                                capture_output=True, text=True)
+        for container in listed.stdout.split():
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+
     def close(self) -> None:
         if self._relay:
-            subprocess.run(["docker", "rm", "-f", self._relay], capture_output=True)
-            self._relay = None
+            self._remove_relays()
+            self._relay, self._dsn = None, None
 
     def letta_url(self) -> str | None:
         port = self.host_port(self.deployment.service, LETTA_PORT)

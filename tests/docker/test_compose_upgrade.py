@@ -158,8 +158,14 @@ def stack_factory(docker, tmp_path):
         return stack
 
     yield make
+    left = []
     for stack in made:
+        relays = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.letta-compat.relay={stack.project}"],
+                                capture_output=True, text=True).stdout.split()
+        left += relays
+        subprocess.run(["docker", "rm", "-f", *relays], capture_output=True) if relays else None
         subprocess.run([*stack.compose, "down", "-v", "--remove-orphans"], capture_output=True, cwd=stack.dir)
+    assert not left, f"relay containers left running after the commands ended: {left}"
 
 
 def upgrade(stack: Stack, backup: Path, *extra: str, cache: Path) -> subprocess.CompletedProcess:

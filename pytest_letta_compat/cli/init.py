@@ -58,7 +58,7 @@ def cmd_init(args: argparse.Namespace) -> int:
               "(the final server release).")
     matrix = (directory / scaffold.MATRIX_FILE).as_posix()
     print(f"next: pytest --letta-matrix {matrix} --letta-suite --letta-checks smoke -k server-{deployment.version}   "
-          "(your server alone on real PostgreSQL: 7 checks, about a minute once installed)")
+          "(your server alone on real PostgreSQL: the 6 smoke checks, about 20 s once installed)")
     if newer:
         print(f"then: pytest --letta-matrix {matrix} --letta-suite   (every check and upgrade path: two servers "
               "per path, several minutes each)")

@@ -6,7 +6,6 @@ Pytest-free: it writes a matrix for the path and runs the suite in a pytest subp
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -18,29 +17,20 @@ from ..matrix.compose_file import OVERRIDE_NAMES, check_pinned, letta_image_tag
 from ..matrix.model import load_matrix
 from ..matrix.writer import derived_matrix
 from ..paths import report_files
+from .git import git, git_output, repository_root
 from .grid import Report
 from .measure import run_suite
 
 
 
-def _git(args: list[str], cwd: Path) -> str:
-    proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise LettaCompatError(f"git {' '.join(args)} failed in {cwd}: {proc.stderr.strip() or proc.stdout.strip()}.")
-    return proc.stdout
-
-
 def require_base_ref(compose: Path, ref: str) -> None:
     """One line when ``ref`` names no commit of the compose file's repository (no git: nothing to say)."""
-    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=compose.resolve().parent, capture_output=True,
-                         text=True)
-    if top.returncode != 0:
+    where = repository_root(compose)
+    if where is None:
         return
-    where = top.stdout.strip()
-    if subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=where,
-                      capture_output=True).returncode == 0:
+    if git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], where).returncode == 0:
         return
-    commits = subprocess.run(["git", "rev-list", "--count", "HEAD"], cwd=where, capture_output=True, text=True)
+    commits = git(["rev-list", "--count", "HEAD"], where)
     single = commits.returncode == 0 and commits.stdout.strip() == "1"
     raise LettaCompatError(
         f"--base-ref {ref} names no commit in {where}"
@@ -51,9 +41,11 @@ def require_base_ref(compose: Path, ref: str) -> None:
 
 def version_at_ref(compose: Path, ref: str) -> str | None:
     """The Letta release the compose file pinned at ``ref`` (None: unpinned there)."""
-    top = Path(_git(["rev-parse", "--show-toplevel"], compose.parent).strip())
+    top = repository_root(compose)
+    if top is None:
+        raise LettaCompatError(f"{compose} is not in a git repository: the gate compares it with --base-ref there.")
     rel = compose.resolve().relative_to(top)
-    text = _git(["show", f"{ref}:{rel.as_posix()}"], top)
+    text = git_output(["show", f"{ref}:{rel.as_posix()}"], top)
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / compose.name
         old.write_text(text)
@@ -62,8 +54,7 @@ def version_at_ref(compose: Path, ref: str) -> str | None:
             (Path(tmp) / ".env").write_text(env.read_text())
         if compose.name in OVERRIDE_NAMES:  # the override file of that commit, as compose merges it
             for name in OVERRIDE_NAMES[compose.name]:
-                shown = subprocess.run(["git", "show", f"{ref}:{(rel.parent / name).as_posix()}"], cwd=top,
-                                       capture_output=True, text=True)
+                shown = git(["show", f"{ref}:{(rel.parent / name).as_posix()}"], top)
                 if shown.returncode == 0:
                     (Path(tmp) / name).write_text(shown.stdout)
         return letta_image_tag(old)[2]

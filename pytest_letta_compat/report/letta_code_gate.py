@@ -18,6 +18,7 @@ from packaging.version import InvalidVersion, Version
 from .. import versions_letta_code as lc
 from ..errors import LettaCompatError
 from ..matrix.writer import derived_matrix
+from .git import git, repository_root
 from .measure import run_suite
 
 NPM_NAME = "@letta-ai/letta-code"
@@ -30,12 +31,8 @@ class LettaCodePin:
     where: str  # the file (relative to the repository) that pins it
 
 
-def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-
-
 def _candidates(top: Path, ref: str | None) -> list[str]:
-    listing = _git(["ls-tree", "-r", "--name-only", ref] if ref else ["ls-files", "--cached", "--others",
+    listing = git(["ls-tree", "-r", "--name-only", ref] if ref else ["ls-files", "--cached", "--others",
                                                                       "--exclude-standard"], top)
     if listing.returncode != 0 and ref is None:  # not a git work tree: the files on disk, two levels deep
         listing = subprocess.CompletedProcess([], 0, "\n".join(
@@ -53,7 +50,7 @@ def _read(top: Path, ref: str | None, name: str) -> str | None:
     if ref is None:
         path = top / name
         return path.read_text(errors="replace") if path.is_file() else None
-    shown = _git(["show", f"{ref}:{name}"], top)
+    shown = git(["show", f"{ref}:{name}"], top)
     return shown.stdout if shown.returncode == 0 else None
 
 
@@ -136,10 +133,9 @@ def server_replaced(compose: Path, base_ref: str) -> str | None:
     """PyPI's ``letta`` is the Letta server up to 0.16.8 and Letta Code from 0.32.13 on: a pin
     that crosses that line (``letta==0.16.8`` -> ``letta==0.34.12``, a bot's usual bump) swaps
     one program for another. The sentence that says so, or None."""
-    top_out = _git(["rev-parse", "--show-toplevel"], compose.resolve().parent)
-    if top_out.returncode != 0:
+    top = repository_root(compose)
+    if top is None:
         return None
-    top = Path(top_out.stdout.strip())
     for name in _candidates(top, None):
         then, now = (_letta_pins(name, _read(top, ref, name) or "") for ref in (base_ref, None))
         servers = [v for v in then if Version(v) < lc.PYPI_MIN]
@@ -156,8 +152,7 @@ def letta_code_bump(compose: Path, base_ref: str, old: str | None = None,
                     new: str | None = None) -> tuple[LettaCodePin, LettaCodePin] | None:
     """(before, after) when the Letta Code pin moves between ``base_ref`` and the work tree
     (or as given by --letta-code-from/--to); None when it does not move or nothing pins it."""
-    top_out = _git(["rev-parse", "--show-toplevel"], compose.resolve().parent)
-    top = Path(top_out.stdout.strip()) if top_out.returncode == 0 else None
+    top = repository_root(compose)
     if top is None and (old is None or new is None):
         return None
     before = LettaCodePin(old, "--letta-code-from") if old else pinned_letta_code(top, base_ref)

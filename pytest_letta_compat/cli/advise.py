@@ -4,9 +4,6 @@ Letta Code release table and the server × Letta Code table measured by this pro
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
-from pathlib import Path
 
 from packaging.version import Version
 
@@ -14,7 +11,7 @@ from .. import versions
 from .. import versions_letta_code as lc
 from ..errors import LettaCompatError
 from ..report.letta_code_gate import letta_code_matrix
-from ..report.measure import run_suite
+from ..report.measure import measured_now, run_suite
 from . import advise_path
 
 _OK = (lc.WORKS, lc.WARNS)
@@ -107,12 +104,9 @@ def _measure_letta_code(server: str, version: str) -> int:
     """Run the shipped letta_code checks for ``version`` against a real Letta ``server`` now."""
     print(f"Measuring Letta Code {version} on Letta {server}: the shipped letta_code checks on a real server "
           "(about a minute once both are installed) …", flush=True)
-    with tempfile.TemporaryDirectory(prefix="letta-compat-advise-") as tmp:
-        report = Path(tmp) / "measured.json"
-        run_suite(letta_code_matrix(server, version, None), name="advise-letta-code", checks=("letta_code",),
-                  report=report)
-        table = lc.compat_from_report(json.loads(report.read_text()), command="", measured="now") \
-            if report.is_file() else {"pairs": []}
+    found = measured_now(lambda report: run_suite(letta_code_matrix(server, version, None), name="advise-letta-code",
+                                                  checks=("letta_code",), report=report))
+    table = lc.compat_from_report(found, command="", measured="now") if found is not None else {"pairs": []}
     pair = next((p for p in table["pairs"] if (p["server"], p["letta_code"]) == (server, version)), None)
     if pair is None:
         print(f"Letta Code {version} on server {server}: no check ran (the pytest output above says why).")

@@ -4,16 +4,13 @@ run first, and (``--measure``) a measurement of a path the table does not hold."
 
 from __future__ import annotations
 
-import json
-import tempfile
-from pathlib import Path
 
 from packaging.version import Version
 
 from .. import versions
 from .. import versions_upgrades as vu
 from ..errors import LettaCompatError
-from ..report.measure import measure_command, run_paths
+from ..report.measure import measure_command, measured_now, run_paths
 
 
 def _row_words(row: dict) -> str:
@@ -80,13 +77,10 @@ def check_path(old: str, new: str) -> None:
 def measure(old: str, new: str, echo=print) -> tuple[list[str], int]:
     """Measure old -> new with the installed package and say what was found."""
     echo(f"Measuring {old} -> {new}: the shipped upgrade and schema checks on real servers (a few minutes) …")
-    with tempfile.TemporaryDirectory(prefix="letta-compat-advise-") as tmp:
-        report = Path(tmp) / "measured.json"
-        run_paths([(old, new)], report=report, name=f"advise-{old}-to-{new}")
-        if not report.is_file():
-            raise LettaCompatError(f"measuring {old} -> {new} wrote no report: the pytest run above says why.")
-        table = vu.table_from_report(json.loads(report.read_text()), command=measure_command(old, new),
-                                     measured="now")
+    found = measured_now(lambda report: run_paths([(old, new)], report=report, name=f"advise-{old}-to-{new}"))
+    if found is None:
+        raise LettaCompatError(f"measuring {old} -> {new} wrote no report: the pytest run above says why.")
+    table = vu.table_from_report(found, command=measure_command(old, new), measured="now")
     row = next((r for r in table["paths"] if (r["from"], r["to"]) == (old, new)), None)
     if row is None:
         return [f"Server upgrade {old} -> {new}: no check ran (see the pytest output above)."], 1

@@ -4,9 +4,11 @@ occasion, in a pytest subprocess: pytest-free itself. The one launcher behind th
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..matrix.writer import derived_matrix
@@ -30,6 +32,15 @@ def run_suite(matrix_text: str, *, name: str, checks: tuple[str, ...] = (), suit
         if report:
             argv.append(f"--letta-report={Path(report).resolve()}")
         return subprocess.run(argv + list(pytest_args or []), cwd=None if suite else tmp).returncode
+
+
+def measured_now(run: Callable[[Path], object]) -> dict | None:
+    """``run(report)`` (a run_suite or run_paths writing its JSON report to ``report``), in a
+    directory of its own: the report, read back, or None when the run wrote none."""
+    with tempfile.TemporaryDirectory(prefix="letta-compat-measure-") as tmp:
+        report = Path(tmp) / "measured.json"
+        run(report)
+        return json.loads(report.read_text()) if report.is_file() else None
 
 
 def measure_command(old: str, new: str) -> str:

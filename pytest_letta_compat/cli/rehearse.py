@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dump", metavar="FILE",
                         help="pg_dump of Letta's database: custom format (-Fc) or plain SQL; take it with "
-                             "`docker exec letta-db pg_dump -U letta -Fc letta > letta.dump`")
+                             "`docker compose exec -T letta_db pg_dump -U letta -Fc letta > letta.dump`")
     source.add_argument("--dsn", help="a live database instead, only ever read (one pg_dump snapshot); the "
                                       "password is never printed")
     p.add_argument("--to", action="append", required=True, metavar="VERSION", type=versions.spelled,

@@ -54,8 +54,8 @@ class RehearsalRequest:
                                        "plain SQL), e.g. --dump letta.dump. A letta-compat backup directory holds "
                                        "one as database.dump.")
             if not self.dump.is_file():
-                raise LettaCompatError(f"--dump {self.dump}: no such file. Take one with `docker exec letta-db "
-                                       "pg_dump -U letta -Fc letta > letta.dump`.")
+                raise LettaCompatError(f"--dump {self.dump}: no such file. Take one with `docker compose exec -T "
+                                       "letta_db pg_dump -U letta -Fc letta > letta.dump`.")
         if self.dsn is not None:
             LettaDatabase(self.dsn)  # a malformed DSN fails here, one line, password masked
 

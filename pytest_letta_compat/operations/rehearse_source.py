@@ -87,7 +87,7 @@ def dump_format(path: Path) -> str:
     if "PostgreSQL database dump" in text or re.search(r"^(SET|CREATE|COPY|INSERT) ", text, re.M):
         return "plain"
     raise LettaCompatError(f"--dump {path} is not a PostgreSQL dump (neither pg_dump's custom format nor plain "
-                           "SQL). Take one with `docker exec letta-db pg_dump -U letta -Fc letta > letta.dump`.")
+                           "SQL). Take one with `docker compose exec -T letta_db pg_dump -U letta -Fc letta > letta.dump`.")
 
 
 def plain_dump_facts(path: Path) -> tuple[str, set[str]]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -90,8 +91,12 @@ class StackCommands:
             with open(self.log, "a", encoding="utf-8") as log:
                 log.write(f"$ {what}\n{output}\n")
         if proc.returncode != 0:
-            raise ComposeUpgradeError(f"`{what}` failed (exit {proc.returncode}): {output.strip()[-600:]} "
-                                      f"(log: {self.log})")
+            said = [line.strip() for line in output.splitlines() if line.strip()]
+            last = said[-1][-400:] if said else "no output"  # Compose v1 prints its own traceback: its last line says why
+            hint = (" Is Docker running here, and is DOCKER_HOST the engine of this stack?"
+                    if re.search(r"server API version|Cannot connect to the Docker daemon", output) else "")
+            raise ComposeUpgradeError(f"`{what}` failed (exit {proc.returncode}): {last}.{hint}"
+                                      + (f" Full output: {self.log}" if self.log else ""))
         return proc.stdout
 
     def compose_run(self, *args: str, timeout: float = 600) -> str:

@@ -37,7 +37,7 @@ def compose_command() -> list[str]:
     legacy = shutil.which("docker-compose")
     if legacy:
         return [legacy]
-    raise ProvisioningError("--letta-compose needs Docker Compose: install Docker's compose plugin, or "
+    raise ProvisioningError("Docker Compose is not installed (--letta-compose and --compose run it): install Docker's compose plugin, or "
                             "`apt-get install docker-compose`.")
 
 

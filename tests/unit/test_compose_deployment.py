@@ -3,6 +3,7 @@ database and its credentials, the project name, and the refusals (one line each)
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,18 @@ def test_rewriting_changes_the_release_and_nothing_else(before, after, v):
     line = f"{before}letta/letta:{'v' if v else ''}0.11.3{after}"
     new = PinSource(Path(".env"), 1, line).rewritten("0.11.3", "0.16.8")
     assert new == f"{before}letta/letta:{'v' if v else ''}0.16.8{after}"
+
+
+def test_a_failing_compose_call_is_one_line_without_its_traceback(tmp_path, monkeypatch):
+    from pytest_letta_compat.operations import compose_upgrade
+
+    monkeypatch.setattr(compose_upgrade, "compose_command", lambda: ["docker-compose"])
+    commands = compose_upgrade.StackCommands(read_deployment(stack(tmp_path)), tmp_path / "run.log")
+    script = ("import sys; print('Traceback (most recent call last):\\n  File \"x.py\", line 1\\n"
+              "docker.errors.DockerException: Error while fetching server API version'); sys.exit(1)")
+    with pytest.raises(LettaCompatError) as caught:
+        commands.run([sys.executable, "-c", script], "docker compose ps")
+    message = str(caught.value)
+    assert "Traceback" not in message and "\n" not in message
+    assert "Error while fetching server API version" in message and "Is Docker running here" in message
+    assert "Traceback" in (tmp_path / "run.log").read_text()  # the whole output stays in the log

@@ -150,7 +150,8 @@ def dsn_argument(p: argparse.ArgumentParser, help: str | None = None) -> None:
 def cmd_upgrade_compose(args: argparse.Namespace) -> int:
     from ..cache import cache_root
     from ..errors import redact
-    from ..operations.compose_upgrade import ComposeUpgrade, ComposeUpgradeError, ComposeUpgradeRequest
+    from ..operations.compose_upgrade import (ComposeUpgrade, ComposeUpgradeError, ComposeUpgradeRequest,
+                                              RehearsalNotIntact)
 
     given = [flag for flag, value in (("--from", args.from_version), ("--url", args.url),
                                       ("--strategy", args.strategy != "in-place")) if value]
@@ -158,10 +159,15 @@ def cmd_upgrade_compose(args: argparse.Namespace) -> int:
         raise LettaCompatError(f"--compose reads the release, the server and the database from the stack; leave out "
                                f"{', '.join(given)}.")
     upgrade = ComposeUpgrade(ComposeUpgradeRequest(Path(args.compose), args.to_version, Path(args.backup),
-                                                   cache_root(args.cache_dir), service=args.service),
+                                                   cache_root(args.cache_dir), service=args.service,
+                                                   rehearse=args.rehearse),
                              progress=lambda line: print(redact(line), flush=True))
     if not args.apply:
-        print(upgrade.plan())
+        try:
+            print(upgrade.plan())
+        except RehearsalNotIntact as exc:  # a check found problems: exit 1, as `rehearse` does
+            print(f"letta-compat: error: {exc}", file=sys.stderr)
+            return 1
         print("Dry run: nothing was changed. Add --apply to carry it out.")
         return 0
     try:
@@ -179,6 +185,9 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
     if args.compose:
         return cmd_upgrade_compose(args)
+    if args.rehearse:
+        raise LettaCompatError("--rehearse goes with --compose; without it, rehearse first: letta-compat rehearse "
+                               "--dump FILE --to VERSION (see docs/rehearse.md).")
     missing = [flag for flag, value in (("--from", args.from_version), ("--url", args.url)) if not value]
     if missing:
         raise LettaCompatError(f"upgrade needs {' and '.join(missing)} (the release and the server running now), "
@@ -220,6 +229,9 @@ def _register_upgrade(sub) -> None:
                                        "upgrades a compose stack in one command and rolls back by itself")
     compose_arguments(p, "the release, server, database and pin are read from it; --apply backs up, stops, "
                          "migrates, re-pins, starts and verifies, and puts everything back on any failure; they are")
+    p.add_argument("--rehearse", action="store_true",
+                   help="with --compose: rehearse the upgrade on a snapshot of the stack's database first (on this "
+                        "machine, as `letta-compat rehearse --dsn` does); --apply goes on only if it is intact")
     p.add_argument("--from", dest="from_version", metavar="V1", type=versions.spelled,
                    help="the version running now (not with --compose)")
     p.add_argument("--to", dest="to_version", required=True, metavar="V2", type=versions.spelled,

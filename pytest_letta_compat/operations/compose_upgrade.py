@@ -53,6 +53,10 @@ class ComposeUpgradeError(LettaCompatError):
     """A compose upgrade that could not go on; the stack runs the old release (see the message)."""
 
 
+class RehearsalNotIntact(ComposeUpgradeError):
+    """--rehearse found what the upgrade would lose or change: nothing was changed."""
+
+
 @dataclass
 class ComposeUpgradeRequest:
     file: Path
@@ -60,6 +64,7 @@ class ComposeUpgradeRequest:
     backup_dir: Path
     cache: Path
     service: str | None = None
+    rehearse: bool = False  # rehearse on a snapshot of the stack's database first (on this machine)
 
 
 class StackCommands:
@@ -311,12 +316,33 @@ class ComposeUpgrade:
             found = assess(self._upgrade_request(dsn, url))
             lines = self._stack_facts(self._reached(commands), commands.letta_url())
             lines.append(format_plan(found))
+            if self.request.rehearse:
+                lines += self._rehearsal(dsn, found.request.encryption_key_env)
             lines.append(f"With --apply: back up, stop `{self.deployment.service}`, migrate, pin "
                          f"{self.request.to_version} in {self.deployment.pin.file.name}, start it, verify every agent; "
                          "on any failure the database, the pin and the old service come back by themselves.")
             return redact("\n".join(lines))
         finally:
             commands.close()
+
+    def _rehearsal(self, dsn: str, encryption_key_env: str | None) -> list[str]:
+        """`letta-compat rehearse` on a snapshot of the stack's database (read once, never changed),
+        on this machine; its report's lines. ComposeUpgradeError when the letta-compat path is
+        not intact: nothing has been changed then."""
+        from ..report.rehearsal import format_report
+        from .rehearse import rehearse
+        from .rehearse_request import RehearsalRequest
+
+        to = self.request.to_version
+        self.progress(f"rehearsing Letta {self.deployment.version} -> {to} on a snapshot of the stack's database "
+                      "(on this machine; the stack is only read)")
+        report = rehearse(RehearsalRequest(targets=[to], cache=self.request.cache, dsn=dsn,
+                                           encryption_key_env=encryption_key_env), progress=self.progress)
+        lines = list(format_report(report))
+        if not report.intact:
+            raise RehearsalNotIntact("\n".join(lines) + f"\nThe rehearsal of {to} on a snapshot of this stack's "
+                                      "database is NOT intact (above): nothing was changed.")
+        return lines
 
     def _reached(self, commands: StackCommands) -> str:
         return "through a relay on 127.0.0.1 (it publishes no port)" if commands.relayed else "through its published port"
@@ -354,6 +380,9 @@ class ComposeUpgrade:
                                       ": start it as it runs today (`docker compose up -d`), then run this again.")
         dsn = commands.database_dsn()
         request = self._upgrade_request(dsn, url)
+        if self.request.rehearse:
+            for line in self._rehearsal(dsn, request.encryption_key_env):
+                progress(line)
         progress(f"1/6 backup: every agent of {url} and the database into {self.backup}")
         ensure_backup(assess(request, with_backup=False), progress)
         self._state("backed-up")

@@ -27,7 +27,9 @@ from pytest_letta_compat import versions
 from pytest_letta_compat.backends.docker.compose_stack import compose_command
 from pytest_letta_compat.backends.docker.images import LOCAL_PGVECTOR, local_letta
 from pytest_letta_compat.provision.install import sdist_bytes
+from pytest_letta_compat.errors import LettaCompatError
 from pytest_letta_compat.rest.agents import create_agent
+from pytest_letta_compat.rest.client import LettaAPI
 from pytest_letta_compat.suite.cli import letta_compat
 
 OLD, NEW = "0.11.3", "0.16.8"
@@ -46,11 +48,15 @@ TOOL_SOURCE = '''def weather(city: str) -> str:
 '''
 
 
-def official_files() -> tuple[str, str]:
-    """Letta's compose.yaml and init.sql from the sdist the migrations come from (checksum-verified)."""
+# Letta's own agent files (its tests/test_agent_files/), in the legacy format 0.11.x imports
+AGENT_FILES = ("customer_service.af", "memgpt_agent_with_convo.af", "deep-thought.af")
+
+
+def official_files(*names: str) -> tuple[str, ...]:
+    """Files of the letta sdist the migrations come from (checksum-verified), by path inside it."""
     with tarfile.open(fileobj=io.BytesIO(sdist_bytes(versions.MIGRATIONS_SOURCE)), mode="r:gz") as tar:
         prefix = f"letta-{versions.MIGRATIONS_SOURCE}/"
-        return tuple(tar.extractfile(prefix + name).read().decode() for name in ("compose.yaml", "init.sql"))
+        return tuple(tar.extractfile(prefix + name).read().decode() for name in names)
 
 
 def operator_layout(compose: str, *, pin_in_env: bool) -> str:
@@ -80,7 +86,7 @@ def tag_standins() -> None:
 
 class Stack:
     def __init__(self, directory: Path, *, pin_in_env: bool):
-        compose, init_sql = official_files()
+        compose, init_sql = official_files("compose.yaml", "init.sql")
         directory.mkdir()
         self.dir, self.file = directory, directory / "compose.yaml"
         self.file.write_text(operator_layout(compose, pin_in_env=pin_in_env))
@@ -145,6 +151,20 @@ def seed(stack: Stack) -> dict[str, str]:
     return {"AI/ML Expert": slash["id"], "tool-user": user["id"], "plain": plain["id"]}
 
 
+def import_letta_agent_files(stack: Stack) -> dict[str, str]:
+    """Letta's own agent files imported into the old server: {name: id} of those it took."""
+    imported = {}
+    with LettaAPI(stack.url(), api_key=stack.password) as api:
+        for text in official_files(*(f"tests/test_agent_files/{name}" for name in AGENT_FILES)):
+            try:
+                agent_id = api.import_agent(json.loads(text))
+            except LettaCompatError:
+                continue  # a file of a format this release does not take
+            imported[api.agent(agent_id)["name"]] = agent_id
+    assert imported, f"Letta {OLD} imported none of Letta's agent files {AGENT_FILES}"
+    return imported
+
+
 @pytest.fixture
 def stack_factory(docker, tmp_path):
     tag_standins()
@@ -175,7 +195,7 @@ def upgrade(stack: Stack, backup: Path, *extra: str, cache: Path) -> subprocess.
 
 def test_compose_stack_upgrades_in_one_command(stack_factory, letta_backend, tmp_path):
     stack = stack_factory("good", pin_in_env=True)
-    seeded = seed(stack)
+    seeded = {**seed(stack), **import_letta_agent_files(stack)}
     before = {name: stack.messages(agent_id) for name, agent_id in seeded.items()}
     backup = tmp_path / "backup"
 
@@ -187,8 +207,9 @@ def test_compose_stack_upgrades_in_one_command(stack_factory, letta_backend, tmp
     assert sorted(a["name"] for a in manifest["agents"]) == sorted(seeded)
     assert (tmp_path / "alone" / "database.dump").stat().st_size > 0
 
-    dry = upgrade(stack, backup, cache=letta_backend.cache)
+    dry = upgrade(stack, backup, "--rehearse", cache=letta_backend.cache)  # the plan, and a rehearsal on a snapshot
     assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"Letta {NEW}, letta-compat path: INTACT" in dry.stdout, dry.stdout
     assert "Dry run" in dry.stdout and f"LETTA_VERSION in {stack.dir / '.env'}" in dry.stdout, dry.stdout
     assert "through a relay" in dry.stdout
     assert f"LETTA_VERSION={OLD}" in (stack.dir / ".env").read_text()

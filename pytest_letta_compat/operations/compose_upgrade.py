@@ -19,7 +19,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from ..backends.docker import relay
 from ..backends.docker.compose_stack import compose_command
 from ..errors import LettaCompatError, redact
 from ..matrix import compose_file
+from ..paths import write_text_atomic
 from ..postgres.client import connect
 from .compose_deployment import LETTA_PORT, PG_PORT, ComposeDeployment, read_deployment
 from .rollback import rollback
@@ -43,6 +43,7 @@ from .verify import verify
 
 Progress = Callable[[str], None]
 STATE_FILE = "compose-upgrade.json"
+PIN_BEFORE = "pin.before-upgrade"  # the pin's line as it was
 UNFINISHED = ("stopped", "pinned", "rollback-failed")  # phases after which the stack may be down or half-migrated
 ENCRYPTION_KEY_VARIABLE = "LETTA_COMPAT_STACK_ENCRYPTION_KEY"  # the stack's key, for alembic's environment only
 HEALTHY_TIMEOUT = 600.0
@@ -228,16 +229,15 @@ def _write_line(path: Path, number: int, text: str) -> None:
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     ending = lines[number - 1][len(lines[number - 1].rstrip("\r\n")):]
     lines[number - 1] = text + ending
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(lines), encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomic(path, "".join(lines), mode=path.stat().st_mode & 0o777)  # a 0600 .env stays 0600
 
 
 def rewrite_pin(deployment: ComposeDeployment, to_version: str, backup_dir: Path) -> str:
-    """Change the one line that pins the release; the file as it was is kept in the backup
-    directory. Returns the new line."""
+    """Change the one line that pins the release; that line as it was is kept in the backup
+    directory (``pin.before-upgrade``). Returns the new line."""
     pin = deployment.pin
-    shutil.copy2(pin.file, backup_dir / f"{pin.file.name}.before-upgrade")
+    # the line as it was, never a copy of the whole file: an .env holds passwords
+    write_text_atomic(backup_dir / PIN_BEFORE, f"{pin.file}:{pin.line}: {pin.text}\n", mode=0o600)
     new = pin.rewritten(deployment.version, to_version)
     _write_line(pin.file, pin.line, new)
     return new
@@ -356,9 +356,7 @@ class ComposeUpgrade:
         data = {"phase": phase, "file": str(self.deployment.file), "from": self.deployment.version,
                 "to": self.request.to_version, "pin_file": str(self.deployment.pin.file),
                 "pin_line": self.deployment.pin.line, "pin_text": self.deployment.pin.text, **extra}
-        partial = self.state_path.with_name(STATE_FILE + ".partial")
-        partial.write_text(json.dumps(data, indent=2))
-        os.replace(partial, self.state_path)
+        write_text_atomic(self.state_path, json.dumps(data, indent=2), mode=0o600)
 
     def apply(self) -> str:
         """Carry it out; the message of a good end. A failure raises ComposeUpgradeError after
@@ -397,7 +395,7 @@ class ComposeUpgrade:
             new_line = rewrite_pin(d, to, self.workdir)
             self._state("pinned")
             progress(f"4/6 pin: {d.pin.file}:{d.pin.line} now reads `{new_line.strip()}` (before: "
-                     f"{self.workdir / (d.pin.file.name + '.before-upgrade')})")
+                     f"{self.workdir / PIN_BEFORE})")
             step = "start"
             progress(f"5/6 start: docker compose up -d --no-deps {d.service}")
             commands.start_letta()

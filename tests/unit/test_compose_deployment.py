@@ -65,8 +65,8 @@ def test_a_literal_pin_is_rewritten_in_place_and_kept_beside(tmp_path):
     rewrite_pin(d, "0.16.8", backup)
     lines = file.read_text().splitlines()
     assert lines[12] == "    image: letta/letta:v0.16.8   # pinned in .env"  # only the release changed
-    assert (backup / "compose.yaml.before-upgrade").read_text() == OFFICIAL_LIKE.replace(
-        "letta/letta:${LETTA_VERSION}", "letta/letta:v0.11.3")
+    assert (backup / "pin.before-upgrade").read_text() == (
+        f"{file.resolve()}:13:     image: letta/letta:v0.11.3   # pinned in .env\n")
 
 
 @pytest.mark.parametrize("env, to, expected", [
@@ -111,3 +111,15 @@ def test_a_failing_compose_call_is_one_line_without_its_traceback(tmp_path, monk
     assert "Traceback" not in message and "\n" not in message
     assert "Error while fetching server API version" in message and "Is Docker running here" in message
     assert "Traceback" in (tmp_path / "run.log").read_text()  # the whole output stays in the log
+
+
+def test_the_pin_in_a_private_dotenv_is_rewritten_and_stays_private(tmp_path):
+    file = stack(tmp_path)
+    (tmp_path / ".env").chmod(0o600)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    rewrite_pin(read_deployment(file), "0.16.8", backup)
+    assert (tmp_path / ".env").read_text().splitlines()[2] == "LETTA_VERSION=0.16.8"
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    kept = (backup / "pin.before-upgrade").read_text()
+    assert kept.endswith(":3: LETTA_VERSION=0.11.3\n") and "s3cret-pw" not in kept  # the line, never the passwords

@@ -10,12 +10,13 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from .. import versions
 from ..errors import register_secret
 from ..matrix import compose_file as compose
 from ..matrix.compose_file import ComposeError, ImageRef
+from ..postgres.client import dsn_params
 
 LETTA_PORT = 8283
 PG_PORT = 5432
@@ -64,9 +65,8 @@ class ComposeDeployment:
     version: str
     pin: PinSource
     database: DatabaseRef
-    published_port: str | None  # the host side of Letta's 8283 as the file writes it ("8283", "127.0.0.1::8283")
     password: str | None  # the server password when SECURE=true
-    encryption_key: bool  # the service sets LETTA_ENCRYPTION_KEY
+    encryption_key: str | None  # the service's LETTA_ENCRYPTION_KEY (a secret), for alembic's environment
 
 
 def project_name(file: Path, doc: dict) -> str:
@@ -115,11 +115,11 @@ def _variable_source(file: Path, name: str, service: str) -> PinSource:
 
 def _database(doc: dict, env: dict[str, str], file: Path) -> DatabaseRef:
     uri = env.get("LETTA_PG_URI")
-    if uri:
-        parts = urlsplit(uri.replace("postgresql+pg8000://", "postgresql://").replace("postgresql+psycopg://", "postgresql://"))
-        host, port = parts.hostname or "localhost", parts.port or PG_PORT
-        user, password = unquote(parts.username or "letta"), unquote(parts.password or "")
-        name = unquote(parts.path.lstrip("/")) or "letta"
+    if uri:  # Letta's spellings (postgresql+pg8000://, +asyncpg) read as every DSN of the package is
+        params = dsn_params(uri, option=f"{file}: LETTA_PG_URI")
+        host, port = params.get("host") or "localhost", int(params.get("port") or PG_PORT)
+        user, password = params.get("user") or "letta", params.get("password", "")
+        name = params.get("dbname") or "letta"
     else:
         host, port = env.get("LETTA_PG_HOST", ""), int(env.get("LETTA_PG_PORT") or PG_PORT)
         user, password = env.get("LETTA_PG_USER", "letta"), env.get("LETTA_PG_PASSWORD", "")
@@ -144,16 +144,6 @@ def _service_named(doc: dict, host: str) -> str | None:
                     aliases.update(network.get("aliases") or [])
         if host in aliases:
             return name
-    return None
-
-
-def published_port(svc: dict, target: int) -> str | None:
-    for entry in svc.get("ports") or []:
-        if isinstance(entry, dict):
-            if int(entry.get("target", 0)) == target:
-                return str(entry.get("published") or "")
-        elif str(entry).rsplit(":", 1)[-1].split("/")[0] == str(target):
-            return str(entry).rpartition(":")[0] or ""
     return None
 
 
@@ -183,5 +173,4 @@ def read_deployment(file: str | os.PathLike, service: str | None = None) -> Comp
     return ComposeDeployment(
         file=path.resolve(), project=project_name(path, doc), service=service, image=image, version=tag,
         pin=pin, database=_database(doc, env, path),
-        published_port=published_port(doc["services"][service], LETTA_PORT),
-        password=password if secure else None, encryption_key=bool(env.get("LETTA_ENCRYPTION_KEY")))
+        password=password if secure else None, encryption_key=env.get("LETTA_ENCRYPTION_KEY") or None)

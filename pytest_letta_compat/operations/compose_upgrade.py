@@ -35,6 +35,7 @@ from ..errors import LettaCompatError, redact
 from ..matrix import compose_file
 from ..paths import write_text_atomic
 from ..postgres.client import connect
+from ..provision.procs import wait_until
 from .compose_deployment import LETTA_PORT, PG_PORT, ComposeDeployment, read_deployment
 from .rollback import rollback
 from .upgrade import (UpgradeRequest, apply_upgrade, assess, ensure_backup, finish_upgrade, format_plan,
@@ -135,15 +136,16 @@ class StackCommands:
         if port is not None:
             return db.dsn("127.0.0.1", port)
         dsn = db.dsn("127.0.0.1", self._start_relay(db.service, db.host, db.port))
-        deadline = time.monotonic() + 60  # Docker's port answers at once; the relay's python a moment later
-        while True:
+
+        def answers() -> bool:  # Docker's port accepts at once; the relay's python listens a moment later
             try:
                 with connect(dsn, connect_timeout=5):
-                    return dsn
+                    return True
             except LettaCompatError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1)
+                return False
+
+        wait_until(f"the relay to the database service `{db.service}`", answers, timeout=60, interval=1)
+        return dsn
 
     def _start_relay(self, service: str, host: str, port: int) -> int:
         container = self.container(service)
@@ -286,9 +288,8 @@ class ComposeUpgrade:
     def _upgrade_request(self, dsn: str, url: str) -> UpgradeRequest:
         d = self.deployment
         key_env = None
-        if d.encryption_key:
-            env = compose_file.service_environment(compose_file.load(d.file), d.service, d.file.parent)
-            os.environ[ENCRYPTION_KEY_VARIABLE] = env["LETTA_ENCRYPTION_KEY"]
+        if d.encryption_key:  # UpgradeRequest takes the key by the name of a variable that holds it
+            os.environ[ENCRYPTION_KEY_VARIABLE] = d.encryption_key
             key_env = ENCRYPTION_KEY_VARIABLE
         return UpgradeRequest(d.version, self.request.to_version, dsn, url, self.backup,
                               self.request.cache, api_key=d.password, encryption_key_env=key_env)

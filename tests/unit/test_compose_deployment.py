@@ -53,7 +53,6 @@ def test_reads_the_official_layout_with_the_pin_in_dotenv(tmp_path):
     assert (d.pin.file.name, d.pin.line, d.pin.variable) == (".env", 3, "LETTA_VERSION")
     assert (d.database.service, d.database.host, d.database.user, d.database.password, d.database.name) == (
         "letta_db", "letta-db", "letta", "s3cret-pw", "letta")
-    assert d.published_port == "8283"
 
 
 def test_a_literal_pin_is_rewritten_in_place_and_kept_beside(tmp_path):

@@ -12,8 +12,10 @@ from ..errors import LettaCompatError
 from .. import versions
 
 
-def _server_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", required=True, help="the Letta server, e.g. http://localhost:8283")
+def _server_args(p: argparse.ArgumentParser, *, or_compose: bool = False) -> None:
+    """``--url`` (required, unless the command also takes ``--compose``) and ``--api-key``."""
+    p.add_argument("--url", required=not or_compose, default=None,
+                   help="the Letta server, e.g. http://localhost:8283" + (" (or --compose)" if or_compose else ""))
     p.add_argument("--api-key", default=None,
                    help="the server password (default $LETTA_API_KEY; never printed)")
 
@@ -103,8 +105,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def _register_backup(sub) -> None:
     p = sub.add_parser("backup", help="back up every agent (export + full history), optionally pg_dump")
-    p.add_argument("--url", default=None, help="the Letta server, e.g. http://localhost:8283 (or --compose)")
-    p.add_argument("--api-key", default=None, help="the server password (default $LETTA_API_KEY; never printed)")
+    _server_args(p, or_compose=True)
     compose_arguments(p, "the server, its password and its database are")
     p.add_argument("--out", required=True, help="a new directory for the backup")
     p.add_argument("--dsn", help="the server's database DSN: adds a pg_dump archive and the alembic revision "
@@ -239,8 +240,7 @@ def _register_upgrade(sub) -> None:
     p.add_argument("--dsn", default=os.environ.get("LETTA_PG_URI"),
                    help="Letta's database, postgresql://USER:PASSWORD@HOST:5432/DB (default $LETTA_PG_URI, which "
                         "keeps the password off the command line; never printed; not with --compose)")
-    p.add_argument("--url", default=None, help="the Letta server, e.g. http://localhost:8283 (not with --compose)")
-    p.add_argument("--api-key", default=None, help="the server password (default $LETTA_API_KEY; never printed)")
+    _server_args(p, or_compose=True)
     p.add_argument("--backup", required=True, metavar="DIR",
                    help="a verified backup of this server, or an empty directory to make one in")
     p.add_argument("--strategy", choices=("in-place", "recreate"), default="in-place",

@@ -8,7 +8,9 @@ another name, and a bulk restore leaves the sequence behind the data (unique vio
 Either way Letta 0.16.2 may answer 200 yet keep none of the new messages.
 The third moves secrets set on 0.11.x into the ``*_enc`` columns 0.16.x reads (found by
 ``letta-compat rehearse``: without it tool environment variables read as "<encrypted>").
-The fourth rebuilds indexes an interrupted ``CREATE INDEX CONCURRENTLY`` left INVALID (0.16.7's
+The fourth gives back the run history Letta 0.12.0's migration 567e9fe06270 left behind: it
+made a new, empty ``runs`` table and kept the old runs only as rows of ``jobs``.
+The fifth rebuilds indexes an interrupted ``CREATE INDEX CONCURRENTLY`` left INVALID (0.16.7's
 migrations use ``IF NOT EXISTS``, so re-running them never does).
 Everything runs in one transaction in whichever schema holds the tables.
 """
@@ -21,7 +23,8 @@ import psycopg
 from psycopg import sql
 
 from ..errors import LettaCompatError
-from ..schema.inspect import default_sequence, invalid_indexes, qualified_name, sequence_lag, sequence_next
+from ..schema.inspect import (default_sequence, invalid_indexes, qualified_name, sequence_lag, sequence_next,
+                              table_columns)
 from .database import LettaDatabase
 
 SEQUENCE = "message_seq_id"  # the name migration e991d2e3b428 gives it
@@ -123,10 +126,7 @@ def _stranded_secrets(conn: psycopg.Connection) -> list[tuple[str, str, str, int
     """(table, plain column, _enc column, rows) where a value sits only in the plain column."""
     found = []
     for table, plain, encrypted in PLAINTEXT_SECRETS:
-        columns = {r[0] for r in conn.execute(
-            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped",
-            (table,)).fetchall()}
-        if not {plain, encrypted} <= columns:
+        if not {plain, encrypted} <= table_columns(conn, table).keys():
             continue
         (count,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} IS NULL AND {} IS NOT NULL AND {}::text <> ''").format(
             sql.Identifier(table), sql.Identifier(encrypted), sql.Identifier(plain), sql.Identifier(plain))).fetchone()
@@ -174,7 +174,52 @@ class InvalidIndexes:
                     f"({' '.join(str(exc).split())}). Nothing was changed; remove the duplicate rows, then re-run.") from None
 
 
-FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets(), InvalidIndexes())
+# Up to 0.11.x a run was a row of ``jobs`` (job_type 'run', its agent in metadata_.agent_id).
+# Migration 567e9fe06270 (0.12.0) creates an empty ``runs`` table, drops ``agents_runs`` and
+# ``job_messages`` and the ``job_id`` of steps and step_metrics, and copies nothing: the server
+# then lists no run from before the upgrade. The rows are still in ``jobs``; copying them into
+# ``runs`` gives the history back (id, status, stop reason, times, request config). Their links
+# to steps and messages went with the dropped columns: the backup taken before keeps them.
+RUN_STATUSES = {"pending": "created", "expired": "cancelled"}  # JobStatus values RunStatus does not have
+_RUN_FIELDS = {"status", "agent_id", "organization_id"}  # computed below, never copied as they are
+
+
+def _runs_left_in_jobs(conn: psycopg.Connection) -> sql.Composable | None:
+    """FROM ... WHERE ... of the old runs not in ``runs`` whose agent is still there (None: not this schema)."""
+    if not table_columns(conn, "runs") or not {"job_type", "metadata_"} <= table_columns(conn, "jobs").keys():
+        return None
+    return sql.SQL("FROM jobs j JOIN agents a ON a.id = j.metadata_::jsonb->>'agent_id' WHERE j.job_type = 'run' "
+                   "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = j.id)")
+
+
+class RunsFromJobs:
+    name = "run history"
+
+    def detect(self, conn: psycopg.Connection) -> str | None:
+        source = _runs_left_in_jobs(conn)
+        if source is None:
+            return None
+        runs, agents = conn.execute(sql.SQL("SELECT count(*), count(DISTINCT a.id) {}").format(source)).fetchone()
+        if not runs:
+            return None
+        return (f"{runs} run(s) of {agents} agent(s) are only in the old jobs table: Letta 0.12.0's migration "
+                "567e9fe06270 made a new, empty runs table, so the server lists none of them (their links to steps "
+                "and messages were dropped by that migration; the backup taken before it keeps them)")
+
+    def apply(self, conn: psycopg.Connection) -> None:
+        source = _runs_left_in_jobs(conn)
+        runs, jobs = table_columns(conn, "runs"), table_columns(conn, "jobs")
+        shared = [c for c in runs if c in jobs and c not in _RUN_FIELDS]
+        status = sql.SQL("CASE j.status {} ELSE j.status END").format(sql.SQL(" ").join(
+            sql.SQL("WHEN {} THEN {}").format(sql.Literal(old), sql.Literal(new)) for old, new in RUN_STATUSES.items()))
+        columns = [sql.Identifier(c) for c in (*shared, "status", "agent_id", "organization_id")]
+        values = [sql.SQL("j.{}::{}").format(sql.Identifier(c), sql.SQL(runs[c])) for c in shared]
+        values += [status, sql.SQL("a.id"), sql.SQL("a.organization_id")]
+        conn.execute(sql.SQL("INSERT INTO runs ({}) SELECT {} {}").format(
+            sql.SQL(", ").join(columns), sql.SQL(", ").join(values), source))
+
+
+FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets(), RunsFromJobs(), InvalidIndexes())
 
 
 def run_fixups(database: LettaDatabase, *, apply: bool) -> list[FixupResult]:

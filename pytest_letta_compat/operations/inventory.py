@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any
 
 import psycopg
@@ -24,6 +25,7 @@ from psycopg import sql
 
 from ..rest.agents import blocks_of
 from ..rest.client import LettaAPI, LettaAPIError
+from ..schema.inspect import table_columns
 
 PLACEHOLDER = "<encrypted>"  # what Letta 0.16.x returns for a secret it does not read
 NOT_CHECKED = "not checked"
@@ -61,6 +63,7 @@ class AgentFacts:
     blocks: dict[str, tuple[int, str]] = field(default_factory=dict)  # label -> (length, sha256)
     tools: list[str] = field(default_factory=list)
     archival_passages: int = 0
+    runs: int = 0  # the run history a client can list (old releases: runs kept as rows of jobs)
     sources: int = 0
     env_vars: dict[str, Secret] = field(default_factory=dict)
     history_readable: bool | None = None  # None: not asked (no API)
@@ -71,7 +74,8 @@ class AgentFacts:
         return {"name": self.name, "stored_messages": self.stored_messages,
                 "messages_by_role": dict(sorted(self.messages_by_role.items())),
                 "blocks": {label: length for label, (length, _) in sorted(self.blocks.items())},
-                "tools": self.tools, "archival_passages": self.archival_passages, "sources": self.sources,
+                "tools": self.tools, "archival_passages": self.archival_passages, "runs": self.runs,
+                "sources": self.sources,
                 "tool_env_vars": {k: s.state for k, s in sorted(self.env_vars.items())},
                 "hidden": self.hidden, "history_readable": self.history_readable, "via": self.via}
 
@@ -88,52 +92,49 @@ class Inventory:
 
 
 # -- SQL -----------------------------------------------------------------------------------
-def _columns(conn: psycopg.Connection, table: str) -> set[str]:
-    rows = conn.execute("SELECT a.attname FROM pg_attribute a WHERE a.attrelid = to_regclass(%s) "
-                        "AND a.attnum > 0 AND NOT a.attisdropped", (table,)).fetchall()
-    return {r[0] for r in rows}
-
-
-def _alive(columns: set[str], alias: str = "") -> str:
+def _alive(columns: Collection[str], alias: str = "") -> str:
     return f"NOT {alias}is_deleted" if "is_deleted" in columns else "TRUE"
 
 
 def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
     """Everything the database itself says, in a handful of aggregate queries."""
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
-    agent_cols = _columns(conn, "agents")
+    agent_cols = table_columns(conn, "agents")
     hidden = "coalesce(hidden, false)" if "hidden" in agent_cols else "false"
     agents = {row[0]: AgentFacts(row[0], row[1], hidden=row[2]) for row in conn.execute(
         f"SELECT id, name, {hidden} FROM agents WHERE {_alive(agent_cols)} ORDER BY created_at, id")}
-    message_cols = _columns(conn, "messages")
+    message_cols = table_columns(conn, "messages")
     for agent_id, role, count in conn.execute(
             f"SELECT agent_id, role, count(*) FROM messages WHERE {_alive(message_cols)} GROUP BY 1, 2"):
         if agent_id in agents:
             agents[agent_id].messages_by_role[str(role)] = count
             agents[agent_id].stored_messages += count
-    block_cols = _columns(conn, "block")
+    block_cols = table_columns(conn, "block")
     for agent_id, label, value in conn.execute(
             f"SELECT ba.agent_id, b.label, b.value FROM blocks_agents ba JOIN block b ON b.id = ba.block_id "
             f"WHERE {_alive(block_cols, 'b.')}"):
         if agent_id in agents:
             agents[agent_id].blocks[label] = (len(value or ""), digest(value or ""))
-    tool_cols = _columns(conn, "tools")
+    tool_cols = table_columns(conn, "tools")
     for agent_id, name in conn.execute(
             f"SELECT ta.agent_id, t.name FROM tools_agents ta JOIN tools t ON t.id = ta.tool_id "
             f"WHERE {_alive(tool_cols, 't.')} ORDER BY t.name"):
         if agent_id in agents:
             agents[agent_id].tools.append(name)
-    if _columns(conn, "archives_agents"):
-        passage_cols = _columns(conn, "archival_passages")
+    if table_columns(conn, "archives_agents"):
+        passage_cols = table_columns(conn, "archival_passages")
         for agent_id, count in conn.execute(
                 f"SELECT aa.agent_id, count(p.id) FROM archives_agents aa JOIN archival_passages p "
                 f"ON p.archive_id = aa.archive_id AND {_alive(passage_cols, 'p.')} GROUP BY 1"):
             if agent_id in agents:
                 agents[agent_id].archival_passages = count
+    for agent_id, count in conn.execute(f"SELECT agent_id, count(*) FROM ({runs_query(conn)}) r GROUP BY 1"):
+        if agent_id in agents:
+            agents[agent_id].runs = count
     for agent_id, count in conn.execute("SELECT agent_id, count(*) FROM sources_agents GROUP BY 1"):
         if agent_id in agents:
             agents[agent_id].sources = count
-    env_cols = _columns(conn, "agent_environment_variables")
+    env_cols = table_columns(conn, "agent_environment_variables")
     encrypted = "value_enc" if "value_enc" in env_cols else "NULL"
     for agent_id, key, value, value_enc in conn.execute(
             f"SELECT agent_id, key, value, {encrypted} FROM agent_environment_variables "
@@ -144,6 +145,18 @@ def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
     return Inventory(agents, server_objects(conn), "sql")
 
 
+def runs_query(conn: psycopg.Connection) -> str:
+    """SELECT agent_id, id, status of every run a client can list: the ``runs`` table from 0.12.0
+    on; before it, the rows of ``jobs`` of type 'run' (their agent in metadata_.agent_id)."""
+    if run_cols := table_columns(conn, "runs"):
+        return f"SELECT agent_id, id, status FROM runs WHERE {_alive(run_cols)}"
+    job_cols = table_columns(conn, "jobs")
+    if {"job_type", "metadata_"} <= job_cols.keys():
+        return (f"SELECT metadata_::jsonb->>'agent_id' AS agent_id, id, status FROM jobs "
+                f"WHERE job_type = 'run' AND {_alive(job_cols)}")
+    return "SELECT NULL AS agent_id, NULL AS id, NULL AS status WHERE false"
+
+
 _SERVER_OBJECTS = (("tools", "tools", "name"), ("identities", "identities", "identifier_key"),
                    ("mcp_servers", "mcp_server", "server_name"), ("providers", "providers", "name"))
 
@@ -151,11 +164,11 @@ _SERVER_OBJECTS = (("tools", "tools", "name"), ("identities", "identities", "ide
 def server_objects(conn: psycopg.Connection) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for key, table, column in _SERVER_OBJECTS:
-        cols = _columns(conn, table)
+        cols = table_columns(conn, table)
         if column in cols:
             found[key] = sorted(r[0] for r in conn.execute(
                 sql.SQL("SELECT {} FROM {} WHERE " + _alive(cols)).format(sql.Identifier(column), sql.Identifier(table))))
-    block_cols = _columns(conn, "block")
+    block_cols = table_columns(conn, "block")
     template = " AND NOT coalesce(is_template, false)" if "is_template" in block_cols else ""
     found["blocks"] = [conn.execute(f"SELECT count(*) FROM block WHERE {_alive(block_cols)}{template}").fetchone()[0]]
     return found
@@ -170,7 +183,8 @@ def api_inventory(api: LettaAPI, base: Inventory) -> Inventory:
     for agent_id, stored in base.agents.items():
         facts = AgentFacts(agent_id, stored.name, hidden=stored.hidden, listed=agent_id in listed,
                            stored_messages=stored.stored_messages, messages_by_role=dict(stored.messages_by_role),
-                           archival_passages=stored.archival_passages, sources=stored.sources, via="api")
+                           archival_passages=stored.archival_passages, runs=stored.runs, sources=stored.sources,
+                           via="api")
         state = api.find_agent(agent_id)
         if state is None:
             facts.via = "missing"
@@ -232,6 +246,8 @@ def compare_agent(before: AgentFacts, after: AgentFacts | None) -> tuple[str, li
         diffs.append(f"tools: {len(before.tools)} before, {len(after.tools)} after (missing {missing}, extra {extra})")
     if after.archival_passages < before.archival_passages:
         diffs.append(f"archival_passages: {before.archival_passages} before, {after.archival_passages} after")
+    if after.runs < before.runs:
+        diffs.append(f"runs: {before.runs} before, {after.runs} after (GET /v1/runs?agent_id= lists only the runs after)")
     if after.sources != before.sources:
         diffs.append(f"sources: {before.sources} before, {after.sources} after")
     diffs += compare_secrets(before.env_vars, after.env_vars)

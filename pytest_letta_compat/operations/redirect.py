@@ -14,6 +14,7 @@ import psycopg
 from psycopg import sql
 
 from ..provision.fake_llm import FakeLLM
+from ..schema.inspect import table_columns
 
 # (table, JSON column, endpoint key, endpoint type key)
 _ENDPOINTS = (("agents", "llm_config", "model_endpoint", "model_endpoint_type"),
@@ -35,13 +36,8 @@ def redirect_to_fake_llm(conn: psycopg.Connection, fake: FakeLLM) -> list[str]:
     base_url, url = fake.base_url, fake.url
     done: list[str] = []
     with conn.transaction():
-        def columns(table: str) -> dict[str, str]:
-            return dict(conn.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = "
-                "to_regclass(%s) AND attnum > 0 AND NOT attisdropped", (table,)).fetchall())
-
         for table, col, endpoint, kind in _ENDPOINTS:
-            ctype = columns(table).get(col)
+            ctype = table_columns(conn, table).get(col)
             if ctype is None:
                 continue
             rows = conn.execute(sql.SQL(
@@ -62,10 +58,10 @@ def redirect_to_fake_llm(conn: psycopg.Connection, fake: FakeLLM) -> list[str]:
                  True, "base URL(s) -> the fake LLM, stored keys blanked"),
                 ("mcp_server", ("token", "token_enc", "custom_headers", "custom_headers_enc"), "server_url",
                  url + "/mcp", False, "server URL(s) -> the fake LLM's address, tokens and headers blanked")):
-            count = _blank(conn, columns(table), table, keys, url_column, target, even_unset)
+            count = _blank(conn, table_columns(conn, table), table, keys, url_column, target, even_unset)
             if count:
                 done.append(f"{table}: {count} {what}")
-        if columns("mcp_oauth"):
+        if table_columns(conn, "mcp_oauth"):
             (count,) = conn.execute("SELECT count(*) FROM mcp_oauth").fetchone()
             if count:
                 conn.execute("DELETE FROM mcp_oauth")

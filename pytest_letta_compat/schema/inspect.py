@@ -172,6 +172,13 @@ def _read_constraints(conn: psycopg.Connection, live: LiveSchema) -> None:
                 _ON_DELETE.get(ondelete) if kind == "f" else None)
 
 
+def table_columns(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    """{column: its SQL type} of ``table`` as the connection's search_path finds it ({}: no such table)."""
+    return dict(conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attnum > 0 AND NOT attisdropped ORDER BY attnum", (table,)).fetchall())
+
+
 def read_revision(conn: psycopg.Connection, schema: str) -> str | None:
     """The alembic revision stamped in ``schema`` (None: no alembic_version table, or empty)."""
     exists = conn.execute("SELECT to_regclass(%s)", (f"{_quoted(schema)}.alembic_version",)).fetchone()[0]

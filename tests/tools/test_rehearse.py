@@ -60,6 +60,8 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
     long = named["long-history"]
     assert long["before"]["stored_messages"] > 120
     assert long["after"]["stored_messages"] == long["before"]["stored_messages"]
+    assert long["before"]["runs"] >= 6 and long["after"]["runs"] == long["before"]["runs"]  # a run per turn
+    assert any(f.startswith("run history: ") and "567e9fe06270" in f and "repaired" in f for f in compat["fixups"])
     tool_user = named["tool-user"]
     assert "roll_dice" in tool_user["after"]["tools"] and tool_user["after"]["archival_passages"] == 2
     assert tool_user["before"]["tool_env_vars"] == {"WEATHER_TOKEN": "readable"}
@@ -75,6 +77,10 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
     assert lost["verdict"] == "changed" and lost["after"]["tool_env_vars"] == {"WEATHER_TOKEN": "placeholder"}
     assert any(d.startswith("tool_env_vars[WEATHER_TOKEN]: no longer readable") for d in lost["differences"])
     assert "WARNING (a plain tag bump): agent 'tool-user'" in result.stdout
+    # and Letta's own migration leaves the old runs in jobs: the tag bump lists none of them
+    runs_lost = by_name(image)["long-history"]
+    assert runs_lost["after"]["runs"] == 0 and f"runs: {long['before']['runs']} before, 0 after" in " ".join(
+        runs_lost["differences"])
     assert "VERDICT: every agent came through the letta-compat path intact" in result.stdout
 
 
@@ -204,7 +210,7 @@ def test_letta_code_resumes_an_agent_of_a_0_11_3_dump_on_0_16_8(seeded, letta_ba
 
 def test_the_fix_ups_are_idempotent_on_an_upgraded_copy(seeded, letta_backend):
     """An upgrade to 0.16.8 as the image runs it, then the fix-ups twice: the first repairs the
-    secrets left in plaintext columns, the second finds nothing to do and changes no row."""
+    secrets left in plaintext columns and copies the old runs into Letta's new runs table, the second finds nothing to do and changes no row."""
     name, _, _ = seeded
     copy = f"rehearse_fixups_{uuid.uuid4().hex[:6]}"
     with letta_backend.connect("postgres") as conn:
@@ -221,6 +227,8 @@ def test_the_fix_ups_are_idempotent_on_an_upgraded_copy(seeded, letta_backend):
         letta_backend.drop_database(copy)
     repaired = first["secrets only in plaintext columns"]
     assert repaired.applied and repaired.drift.startswith("2 secret value(s)"), repaired
+    runs = first["run history"]  # the seed's 6 turns, each a run 0.11.3 kept in jobs
+    assert runs.applied and runs.drift.startswith("6 run(s) of 1 agent(s) are only in the old jobs table"), runs
     assert [str(r) for r in second] == [f"{r.name}: ok, nothing to do" for r in second]
     assert not any(r.applied for r in second)
     assert "agent_environment_variables" in after_second and "sandbox_environment_variables" in after_second

@@ -27,6 +27,8 @@ CHECK_NAMES = {  # suite test -> the check's name in the table
     "test_in_place_upgrade_through_the_cli": "upgrade through the CLI",
     "test_recreate_strategy_carries_every_agent": "recreate strategy",
     "test_refuses_to_upgrade_without_a_backup": "backup gate",
+    "test_run_history_survives_the_upgrade": "run history",
+    "test_archival_memory_uses_the_agents_own_embedding_after_the_upgrade": "archival memory",
     "test_sequence_fixups_let_messages_through_again": "sequence fix-ups",
     "test_fixup_normalises_the_incidents_hand_made_sequence": "incident's sequence",
     "test_upgraded_database_is_identical_to_a_fresh_one": "schema as fresh",

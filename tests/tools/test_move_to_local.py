@@ -259,6 +259,29 @@ def test_a_backup_moves_the_named_agent_alone(moved, source, tmp_path):
     _passed(moved, "from_backup")
 
 
+def test_a_moved_store_without_its_transcript_manifest_is_refused(moved, tmp_path):
+    """Why move-to-local writes the transcript manifest (schema version 2) beside every
+    conversation: without it, the same store is what Letta Code called "unversioned legacy
+    transcripts", which its local backend refuses from 0.26.4 on until
+    ``letta local-backend migrate-transcripts`` runs. On a copy of the moved store."""
+    import shutil
+
+    legacy = tmp_path / "legacy-store"
+    shutil.copytree(moved.store, legacy)
+    manifests = list((legacy / "conversations").glob("*/manifest.json"))
+    assert manifests and all(json.loads(m.read_text())["schema_version"] == 2 for m in manifests)
+    for manifest in manifests:
+        manifest.unlink()
+    letta = LettaCodeRunner(moved.letta.install, base_url="http://127.0.0.1:9", api_key=None,
+                            workdir=tmp_path / "letta-code",
+                            env={"LETTA_LOCAL_BACKEND_DIR": str(legacy), "LMSTUDIO_BASE_URL": moved.llm.base_url})
+    result = letta("--backend", "local", "--agent", moved.ids["AI/ML Expert"], "--conversation", "default", "-p",
+                   "are the legacy transcripts read?", json=True, timeout=240)
+    said = result.describe()
+    assert result.returncode != 0, said[-3000:]
+    assert "unversioned legacy transcripts" in said and "migrate-transcripts" in said, said[-3000:]
+
+
 def test_zz_every_proof_passed_for_the_version(moved, source):
     """Last per version: a release counts as proven only when every proof above passed for it;
     the facts go to $LETTA_COMPAT_PROVEN_OUT for the recording script, never to the package."""

@@ -168,8 +168,11 @@ class FakeLLM:
 
         scripted = scripted_call(messages)
         if scripted is not None and funcs and last_tool_name(messages) is None:
-            return None, {"id": "call_" + self._uid(body), "name": scripted["name"],
-                          "arguments": json.dumps(scripted.get("arguments") or {})}, legacy
+            uid = self._uid(body)
+            also = [{"id": f"call_{uid}_{i}", "name": c["name"], "arguments": json.dumps(c.get("arguments") or {})}
+                    for i, c in enumerate(scripted.get("also") or [], start=1)]
+            return None, {"id": "call_" + uid, "name": scripted["name"],
+                          "arguments": json.dumps(scripted.get("arguments") or {}), **({"also": also} if also else {})}, legacy
         target = None
         if funcs and choice != "none":
             if forced:
@@ -207,13 +210,15 @@ class FakeLLM:
             deltas += [{"function_call": {"arguments": p}} for p in split_text(call["arguments"])]
         else:
             finish = "tool_calls"
-            msg["tool_calls"] = [{"id": call["id"], "type": "function",
-                                  "function": {"name": call["name"], "arguments": call["arguments"]}}]
-            deltas = [{"role": "assistant", "content": None, "tool_calls": [
-                {"index": 0, "id": call["id"], "type": "function",
-                 "function": {"name": call["name"], "arguments": ""}}]}]
-            deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
-                       for p in split_text(call["arguments"])]
+            calls = [call, *call.get("also", [])]  # parallel calls when the script asked for several
+            msg["tool_calls"] = [{"id": c["id"], "type": "function",
+                                  "function": {"name": c["name"], "arguments": c["arguments"]}} for c in calls]
+            deltas = []
+            for index, c in enumerate(calls):  # the first chunk also carries the role, as OpenAI's does
+                deltas.append({**({"role": "assistant", "content": None} if index == 0 else {}), "tool_calls": [
+                    {"index": index, "id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": ""}}]})
+                deltas += [{"tool_calls": [{"index": index, "function": {"arguments": p}}]}
+                           for p in split_text(c["arguments"])]
         full = {**head, "object": "chat.completion", "usage": usage, "choices": [
             {"index": 0, "message": msg, "finish_reason": finish, "logprobs": None}]}
 

@@ -54,7 +54,8 @@ TOOL_DIRECTIVE = "fake-llm:call-tool "
 
 def scripted_call(messages: list) -> dict | None:
     """A tool call the user's last message asks for: ``fake-llm:call-tool {"name": ..., "arguments": {...}}``
-    (answered once: after the tool's result comes back, the reply is text again)."""
+    (answered once: after the tool's result comes back, the reply is text again). A list of such
+    objects asks for parallel calls in one reply: the first, with the others under ``"also"``."""
     text = last_user_text(messages)
     at = text.find(TOOL_DIRECTIVE)
     if at < 0:
@@ -63,7 +64,10 @@ def scripted_call(messages: list) -> dict | None:
         call, _ = json.JSONDecoder().raw_decode(text[at + len(TOOL_DIRECTIVE):].lstrip())
     except ValueError:
         return None
-    return call if isinstance(call, dict) and isinstance(call.get("name"), str) else None
+    calls = call if isinstance(call, list) else [call]
+    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        return None
+    return {**calls[0], "also": calls[1:]} if len(calls) > 1 else calls[0]
 
 
 def last_tool_name(messages: list) -> str | None:

@@ -111,6 +111,24 @@ def test_fake_llm_calls_the_scripted_tool_once():
     assert call is None and text.startswith(REPLY_PREFIX)
 
 
+def test_fake_llm_makes_parallel_calls_when_the_script_lists_several():
+    """A list in the directive: one reply with every call, each its own id, in the non-stream
+    body and in the stream's chunks (index per call), as OpenAI sends parallel tool calls."""
+    fake = FakeLLM()
+    tools = [{"type": "function", "function": {"name": "launch", "parameters": {"properties": {"target": {}}}}}]
+    asks = [{"name": "launch", "arguments": {"target": t}} for t in ("one", "two")]
+    body = {"messages": [{"role": "user", "content": f"{TOOL_DIRECTIVE}{json.dumps(asks)}"}], "tools": tools}
+    full, chunks = fake.chat_completion(body)
+    calls = full["choices"][0]["message"]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"target": "one"}, {"target": "two"}]
+    assert len({c["id"] for c in calls}) == 2 and full["choices"][0]["finish_reason"] == "tool_calls"
+    streamed: dict[int, str] = {}
+    for chunk in chunks:
+        for delta in (chunk["choices"][0]["delta"].get("tool_calls") or []) if chunk["choices"] else []:
+            streamed[delta["index"]] = streamed.get(delta["index"], "") + delta["function"]["arguments"]
+    assert {i: json.loads(a) for i, a in streamed.items()} == {0: {"target": "one"}, 1: {"target": "two"}}
+
+
 # -- the measured table and advise -------------------------------------------------------------
 
 REPORT = {"tests": [

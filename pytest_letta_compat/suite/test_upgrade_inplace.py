@@ -4,7 +4,6 @@ agent; and the fix-ups repair the sequence drift that made the incident's server
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -14,14 +13,12 @@ import pytest
 from pytest_letta_compat.suite.cli import letta_compat
 from pytest_letta_compat import versions
 from pytest_letta_compat.plugin.reporting import NOTE_PROPERTY
-from pytest_letta_compat.provision.fake_llm_replies import TOOL_DIRECTIVE
 from pytest_letta_compat.versions_upgrades import FIXUP_NOTE
-from pytest_letta_compat.rest.agents import assistant_texts, insert_passage, send_message
+from pytest_letta_compat.rest.agents import assistant_texts, send_message
 from pytest_letta_compat.operations.database import LettaDatabase
-from pytest_letta_compat.operations.fixups import RUN_STATUSES, SequenceBehind, SequenceDefault, run_fixups
-from pytest_letta_compat.operations.inventory import runs_query
+from pytest_letta_compat.operations.fixups import SequenceBehind, SequenceDefault, run_fixups
 from pytest_letta_compat.operations.upgrade import UpgradeRequest, finish_upgrade
-from pytest_letta_compat.operations.upgrade_path import ARCHIVAL_TEXT, agents_in
+from pytest_letta_compat.operations.upgrade_path import agents_in
 from pytest_letta_compat.provision.procs import free_port
 
 pytestmark = pytest.mark.letta_check("upgrade")
@@ -144,66 +141,6 @@ def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrad
     restored = agents_in(letta_backend, database)
     assert sorted(restored.values()) == sorted(before.values())  # names ("AI/ML Expert") and message counts
     letta_server_factory.stop_soon(after)
-
-
-def test_run_history_survives_the_upgrade(letta_upgrade_entry, letta_upgrade_path, letta_backend):
-    """Every run the seeded agents had on the old release is listed by the new one
-    (``GET /v1/runs/?agent_id=``) with its agent and status. Letta 0.12.0's migration
-    567e9fe06270 made a new, empty runs table and left the old runs as rows of ``jobs``: on a
-    path from 0.11.x the new server lists none of them unless the upgrade copies them back."""
-    path, new = letta_upgrade_path, letta_upgrade_entry.to_version
-    with letta_backend.connect(path.seeded) as conn:
-        before = {run_id: (agent_id, RUN_STATUSES.get(status, status))
-                  for agent_id, run_id, status in conn.execute(runs_query(conn))}
-    assert before, f"the seeded conversations left no run on {letta_upgrade_entry.from_version}"
-    listed = {}
-    with path.new_server().client() as client:
-        for agent_id in path.agents.values():
-            runs = client.get("/v1/runs/", params={"agent_id": agent_id, "limit": 1000}).raise_for_status().json()
-            listed.update({run["id"]: (run["agent_id"], run["status"]) for run in runs})
-    missing = sorted(set(before) - set(listed))
-    assert not missing, f"{len(missing)} of the {len(before)} runs from before the upgrade are not listed by {new}"
-    assert {run_id: listed[run_id] for run_id in before} == before
-
-
-def test_archival_memory_uses_the_agents_own_embedding_after_the_upgrade(letta_upgrade_entry, letta_upgrade_path):
-    """An agent whose embedding is not Letta's default (the fake LLM's ``fake-embedding``, at its
-    own endpoint) with a passage stored on the old release: on the new one a semantic search
-    finds it and a new passage is stored and found. letta#3210: after an upgrade the archival
-    path used the default ``openai/text-embedding-3-small`` instead ("Embedding model not found")."""
-    path, new = letta_upgrade_path, letta_upgrade_entry.to_version
-    agent_id = path.agents["long-history"]  # its passage is stored last, when the path is seeded
-    added = f"a passage stored on {new} after the upgrade"
-    with path.new_server().client() as client:
-        def search(query: str) -> list[str]:  # semantic search; before 0.11.7 the list's search= only
-            found = client.get(f"/v1/agents/{agent_id}/archival-memory/search", params={"query": query, "top_k": 10})
-            if found.status_code == 404 and "Not Found" in found.text:
-                found = client.get(f"/v1/agents/{agent_id}/archival-memory", params={"search": query, "limit": 10})
-            assert found.status_code == 200, f"archival search on {new}: {found.status_code} {found.text[:300]}"
-            body = found.json()
-            return [r["content"] for r in body["results"]] if isinstance(body, dict) else [p["text"] for p in body]
-
-        assert ARCHIVAL_TEXT in search(ARCHIVAL_TEXT)
-        insert_passage(client, agent_id, added)
-        assert {ARCHIVAL_TEXT, added} <= set(search(added))
-
-        # and the agent's own archival tools, where letta#3210 was seen (attached here: Letta's
-        # newer defaults leave them out of an agent without archival memory at creation)
-        for name in ("archival_memory_insert", "archival_memory_search"):
-            tool = client.get("/v1/tools/", params={"name": name}).raise_for_status().json()
-            assert tool, f"{new} has no base tool {name}"
-            client.patch(f"/v1/agents/{agent_id}/tools/attach/{tool[0]['id']}").raise_for_status()
-
-        def tool_turn(name: str, arguments: dict) -> str:
-            reply = send_message(client, agent_id, f"{TOOL_DIRECTIVE}{json.dumps({'name': name, 'arguments': arguments})}")
-            returns = [m for m in reply["messages"] if m.get("message_type") == "tool_return_message"
-                       and m.get("name") in (name, None)]
-            assert returns, f"{name} on {new}: no tool return in {[m.get('message_type') for m in reply['messages']]}"
-            assert returns[0].get("status") == "success", f"{name} on {new}: {str(returns[0].get('tool_return'))[:300]}"
-            return str(returns[0].get("tool_return"))
-
-        tool_turn("archival_memory_insert", {"content": f"{added}, by the agent"})
-        assert ARCHIVAL_TEXT in tool_turn("archival_memory_search", {"query": ARCHIVAL_TEXT})
 
 
 def test_refuses_to_upgrade_without_a_backup(letta_upgrade_entry, letta_backend, tmp_path):

@@ -64,6 +64,7 @@ class AgentFacts:
     tools: list[str] = field(default_factory=list)
     archival_passages: int = 0
     runs: int = 0  # the run history a client can list (old releases: runs kept as rows of jobs)
+    embedding: str | None = None  # "<endpoint type>/<model>" archival memory embeds with
     sources: int = 0
     env_vars: dict[str, Secret] = field(default_factory=dict)
     history_readable: bool | None = None  # None: not asked (no API)
@@ -75,6 +76,7 @@ class AgentFacts:
                 "messages_by_role": dict(sorted(self.messages_by_role.items())),
                 "blocks": {label: length for label, (length, _) in sorted(self.blocks.items())},
                 "tools": self.tools, "archival_passages": self.archival_passages, "runs": self.runs,
+                "embedding": self.embedding,
                 "sources": self.sources,
                 "tool_env_vars": {k: s.state for k, s in sorted(self.env_vars.items())},
                 "hidden": self.hidden, "history_readable": self.history_readable, "via": self.via}
@@ -103,6 +105,12 @@ def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
     hidden = "coalesce(hidden, false)" if "hidden" in agent_cols else "false"
     agents = {row[0]: AgentFacts(row[0], row[1], hidden=row[2]) for row in conn.execute(
         f"SELECT id, name, {hidden} FROM agents WHERE {_alive(agent_cols)} ORDER BY created_at, id")}
+    if "embedding_config" in agent_cols:
+        for agent_id, embedding in conn.execute(
+                "SELECT id, nullif(concat_ws('/', embedding_config::jsonb->>'embedding_endpoint_type', "
+                "embedding_config::jsonb->>'embedding_model'), '') FROM agents"):
+            if agent_id in agents:
+                agents[agent_id].embedding = embedding
     message_cols = table_columns(conn, "messages")
     for agent_id, role, count in conn.execute(
             f"SELECT agent_id, role, count(*) FROM messages WHERE {_alive(message_cols)} GROUP BY 1, 2"):
@@ -184,7 +192,7 @@ def api_inventory(api: LettaAPI, base: Inventory) -> Inventory:
         facts = AgentFacts(agent_id, stored.name, hidden=stored.hidden, listed=agent_id in listed,
                            stored_messages=stored.stored_messages, messages_by_role=dict(stored.messages_by_role),
                            archival_passages=stored.archival_passages, runs=stored.runs, sources=stored.sources,
-                           via="api")
+                           embedding=stored.embedding, via="api")
         state = api.find_agent(agent_id)
         if state is None:
             facts.via = "missing"
@@ -246,6 +254,8 @@ def compare_agent(before: AgentFacts, after: AgentFacts | None) -> tuple[str, li
         diffs.append(f"tools: {len(before.tools)} before, {len(after.tools)} after (missing {missing}, extra {extra})")
     if after.archival_passages < before.archival_passages:
         diffs.append(f"archival_passages: {before.archival_passages} before, {after.archival_passages} after")
+    if after.embedding != before.embedding:
+        diffs.append(f"embedding: {after.embedding} instead of {before.embedding} (archival memory is searched with it)")
     if after.runs < before.runs:
         diffs.append(f"runs: {before.runs} before, {after.runs} after (GET /v1/runs?agent_id= lists only the runs after)")
     if after.sources != before.sources:

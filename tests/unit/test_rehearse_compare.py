@@ -13,7 +13,7 @@ def facts(**overrides) -> AgentFacts:
     base = dict(id="agent-1", name="AI/ML Expert", stored_messages=130,
                 messages_by_role={"user": 40, "assistant": 45, "tool": 40, "system": 5},
                 blocks={"human": (10, "a"), "persona": (20, "b")}, tools=["roll_dice", "send_message"],
-                archival_passages=2, runs=7, sources=1, env_vars={"TOKEN": Secret.of("s3cret-value")}, via="api")
+                archival_passages=2, runs=7, sources=1, embedding="openai/fake-embedding", env_vars={"TOKEN": Secret.of("s3cret-value")}, via="api")
     base.update(overrides)
     return AgentFacts(**base)
 
@@ -36,6 +36,8 @@ def test_more_messages_after_is_still_intact():
     (dict(tools=["send_message"]), "tools: 2 before, 1 after (missing ['roll_dice'], extra [])"),
     (dict(archival_passages=0), "archival_passages: 2 before, 0 after"),
     (dict(sources=0), "sources: 1 before, 0 after"),
+    (dict(embedding="openai/text-embedding-3-small"),
+     "embedding: openai/text-embedding-3-small instead of openai/fake-embedding (archival memory is searched with it)"),
     (dict(runs=0), "runs: 7 before, 0 after (GET /v1/runs?agent_id= lists only the runs after)"),
     (dict(env_vars={"TOKEN": Secret.of("<encrypted>")}),
      "tool_env_vars[TOKEN]: no longer readable (the API returns the placeholder '<encrypted>' instead of the value; "

@@ -73,6 +73,20 @@ class Rehearsal:
         self.kept: dict[tuple[str, str], str] = {}  # (target, path) -> database, with request.keep
         self.letta_code_runs: dict[str, list[dict]] = {}  # target -> {"version", "verdict", "evidence"}
         self.letta_code_installs: dict = {}  # version -> LettaCodeInstall, installed before any server starts
+        # where the logs of what did not come through go, to outlive the working directory
+        self.logs_dir = (self.workdir / "logs" if not self._own_workdir else Path(request.cache) / "logs" /
+                         f"rehearse-{time.strftime('%Y%m%d-%H%M%S')}-{self.workdir.name.rsplit('-', 1)[-1]}")
+
+    def keep_log(self, path: Path, name: str) -> str | None:
+        """``path``, secrets masked, copied into ``logs_dir`` as ``name`` (None: there is no such log)."""
+        try:
+            text = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        kept = self.logs_dir / name
+        kept.write_text(redact(text), encoding="utf-8")
+        return str(kept)
 
     def say(self, line: str) -> None:
         self.progress(redact(f"[{time.monotonic() - self.started:6.1f}s] {line}"))
@@ -284,6 +298,7 @@ class Rehearsal:
             for result in results.values():
                 result.verdict, result.error = "failed", (f"alembic upgrade to {target} failed, the database stopped "
                                                           f"at {now}: {str(exc).splitlines()[-1][:300]}")
+                result.log = self.keep_log(log, f"alembic-{target}.log")
             self.say(f"image: {results['image'].error}")
             found = {"version": target, "paths": {p: r.to_json() for p, r in results.items()}}
             if self.request.letta_code:
@@ -335,7 +350,6 @@ class Rehearsal:
                              for a in before.agents.values()]
             return
         result.server_started, result.server_seconds = True, time.monotonic() - began
-        result.log = str(stack.log_path)
         try:
             with self.cluster.connect(name) as conn:
                 base = sql_inventory(conn, schema)
@@ -355,6 +369,8 @@ class Rehearsal:
             result.verdict, result.error = "failed", f"reading Letta {target}: {str(exc).splitlines()[0][:300]}"
         finally:
             stack.stop()
+        if result.verdict != "intact":  # a person reads what went wrong: its log outlives the rehearsal
+            result.log = self.keep_log(stack.log_path, f"{result.path}-{target}-letta-server.log")
         counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
         self.say(f"{result.path}: {counts or 'no agents'}; verdict {result.verdict}")
 

@@ -179,6 +179,8 @@ def format_report(report: RehearsalReport) -> list[str]:
             for problem in path_problems(p):
                 lines.append(("  WARNING (a plain tag bump): " if path == "image" else "  ") + problem)
             lines += [f"  not checked: {n}" for n in p["not_checked"]]
+            if p.get("log"):
+                lines.append(f"  log: {p['log']}")
         for run in target.get("letta_code", []):
             lines.append(f"Letta {target['version']}, Letta Code {run['version']} resuming an agent of the dump: "
                          f"{run['verdict'].upper()}: {run['evidence']}")

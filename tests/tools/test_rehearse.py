@@ -81,6 +81,11 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
     runs_lost = by_name(image)["long-history"]
     assert runs_lost["after"]["runs"] == 0 and f"runs: {long['before']['runs']} before, 0 after" in " ".join(
         runs_lost["differences"])
+    # the path that changed keeps its server log where a person finds it, masked; the intact one names none
+    kept = Path(image["log"])
+    assert kept.is_file() and "letta-server" in kept.name and f"log: {kept}" in result.stdout
+    no_secret_anywhere(result, kept)
+    assert compat["log"] is None
     assert "VERDICT: every agent came through the letta-compat path intact" in result.stdout
 
 

@@ -235,8 +235,13 @@ def next_steps(request: UpgradeRequest) -> list[str]:
     steps = [f"start Letta {request.to_version} on this database (pin the image: letta/letta:{request.to_version}; "
              "its start-up migration finds nothing left to do)"]
     if request.strategy == "recreate":
+        steps[0] += ("; keep every client away from it until verify has passed (stop them, or publish the port "
+                     "only then): until restore has run, every agent answers 404, and a client that takes a 404 "
+                     "for 'agent gone' creates a new, empty agent in its place (lettabot#342)")
         steps.append(f"letta-compat restore --url {request.url}{key} {request.backup_dir}")
     steps.append(f"letta-compat verify --url {request.url}{key} {request.backup_dir}")
+    if request.strategy == "recreate":
+        steps.append("let the clients back in")
     return steps
 
 

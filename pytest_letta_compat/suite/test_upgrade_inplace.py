@@ -134,7 +134,11 @@ def test_recreate_strategy_carries_every_agent(letta_upgrade_entry, letta_upgrad
     assert revision_of(letta_backend, database) == versions.server_release(new).alembic_head
     assert agents_in(letta_backend, database) == {}  # recreated empty: the agents come back through the API
 
+    assert "keep every client away from it until verify has passed" in applied.stdout
     after = letta_server_factory(new, database=database, password=password)
+    some_agent = next(iter(before))
+    with after.client() as client:  # why clients must wait
+        assert client.get(f"/v1/agents/{some_agent}").status_code == 404  # lettabot#342 makes a new agent here
     request.url = after.url
     report = finish_upgrade(request, progress=lambda _: None)
     assert report.ok, report.format_table()

@@ -65,6 +65,7 @@ class AgentFacts:
     archival_passages: int = 0
     runs: int = 0  # the run history a client can list (old releases: runs kept as rows of jobs)
     embedding: str | None = None  # "<endpoint type>/<model>" archival memory embeds with
+    pending_approvals: int = 0  # tool calls waiting for a person: every new message answers 409 until answered
     sources: int = 0
     env_vars: dict[str, Secret] = field(default_factory=dict)
     history_readable: bool | None = None  # None: not asked (no API)
@@ -76,7 +77,7 @@ class AgentFacts:
                 "messages_by_role": dict(sorted(self.messages_by_role.items())),
                 "blocks": {label: length for label, (length, _) in sorted(self.blocks.items())},
                 "tools": self.tools, "archival_passages": self.archival_passages, "runs": self.runs,
-                "embedding": self.embedding,
+                "embedding": self.embedding, "pending_approvals": self.pending_approvals,
                 "sources": self.sources,
                 "tool_env_vars": {k: s.state for k, s in sorted(self.env_vars.items())},
                 "hidden": self.hidden, "history_readable": self.history_readable, "via": self.via}
@@ -112,6 +113,13 @@ def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
             if agent_id in agents:
                 agents[agent_id].embedding = embedding
     message_cols = table_columns(conn, "messages")
+    if "message_ids" in agent_cols and "tool_calls" in message_cols:  # the last in-context message asks approval
+        for agent_id, calls in conn.execute(
+                "SELECT a.id, jsonb_array_length(m.tool_calls::jsonb) FROM agents a "
+                "JOIN messages m ON m.id = a.message_ids::jsonb->>-1 WHERE m.role::text = 'approval' "
+                "AND jsonb_typeof(m.tool_calls::jsonb) = 'array'"):
+            if agent_id in agents:
+                agents[agent_id].pending_approvals = calls
     for agent_id, role, count in conn.execute(
             f"SELECT agent_id, role, count(*) FROM messages WHERE {_alive(message_cols)} GROUP BY 1, 2"):
         if agent_id in agents:
@@ -192,7 +200,7 @@ def api_inventory(api: LettaAPI, base: Inventory) -> Inventory:
         facts = AgentFacts(agent_id, stored.name, hidden=stored.hidden, listed=agent_id in listed,
                            stored_messages=stored.stored_messages, messages_by_role=dict(stored.messages_by_role),
                            archival_passages=stored.archival_passages, runs=stored.runs, sources=stored.sources,
-                           embedding=stored.embedding, via="api")
+                           embedding=stored.embedding, pending_approvals=stored.pending_approvals, via="api")
         state = api.find_agent(agent_id)
         if state is None:
             facts.via = "missing"
@@ -256,6 +264,9 @@ def compare_agent(before: AgentFacts, after: AgentFacts | None) -> tuple[str, li
         diffs.append(f"archival_passages: {before.archival_passages} before, {after.archival_passages} after")
     if after.embedding != before.embedding:
         diffs.append(f"embedding: {after.embedding} instead of {before.embedding} (archival memory is searched with it)")
+    if after.pending_approvals != before.pending_approvals:
+        diffs.append(f"pending_approvals: {before.pending_approvals} tool call(s) waiting before, "
+                     f"{after.pending_approvals} after")
     if after.runs < before.runs:
         diffs.append(f"runs: {before.runs} before, {after.runs} after (GET /v1/runs?agent_id= lists only the runs after)")
     if after.sources != before.sources:

@@ -38,6 +38,7 @@ def test_more_messages_after_is_still_intact():
     (dict(sources=0), "sources: 1 before, 0 after"),
     (dict(embedding="openai/text-embedding-3-small"),
      "embedding: openai/text-embedding-3-small instead of openai/fake-embedding (archival memory is searched with it)"),
+    (dict(pending_approvals=2), "pending_approvals: 0 tool call(s) waiting before, 2 after"),
     (dict(runs=0), "runs: 7 before, 0 after (GET /v1/runs?agent_id= lists only the runs after)"),
     (dict(env_vars={"TOKEN": Secret.of("<encrypted>")}),
      "tool_env_vars[TOKEN]: no longer readable (the API returns the placeholder '<encrypted>' instead of the value; "

@@ -295,10 +295,11 @@ class Rehearsal:
         except LettaCompatError as exc:
             with self.cluster.connect(image_db) as conn:
                 now = LettaDatabase.revision(conn, schema)
+            kept = self.keep_log(log, f"alembic-{target}.log")
             for result in results.values():
                 result.verdict, result.error = "failed", (f"alembic upgrade to {target} failed, the database stopped "
                                                           f"at {now}: {str(exc).splitlines()[-1][:300]}")
-                result.log = self.keep_log(log, f"alembic-{target}.log")
+                result.log = kept
             self.say(f"image: {results['image'].error}")
             found = {"version": target, "paths": {p: r.to_json() for p, r in results.items()}}
             if self.request.letta_code:

@@ -116,6 +116,32 @@ def test_a_live_database_in_public_is_only_read_and_comes_through_to_0_16_2(seed
     assert compat["verdict"] == "intact" and {SLASH_NAME, UNICODE_NAME} <= set(by_name(compat))
 
 
+def test_a_migration_that_fails_keeps_alembic_s_log_where_the_report_says(seeded, letta_backend, tmp_path):
+    """A leftover of an earlier failed attempt (a table a later migration creates) makes alembic
+    fail on both paths: the report says where it stopped and names alembic's log, kept (masked)
+    outside the rehearsal's working directory, which is gone when it returns."""
+    name, _, _ = seeded
+    leftover = f"rehearse_leftover_{uuid.uuid4().hex[:6]}"
+    with letta_backend.connect("postgres") as conn:
+        conn.execute(f'CREATE DATABASE "{leftover}" TEMPLATE "{name}" OWNER letta')
+    try:
+        with letta_backend.connect(leftover) as conn:
+            conn.execute("CREATE TABLE letta.run_metrics (id text PRIMARY KEY)")
+        dump = tmp_path / "leftover.dump"
+        pg_dump(letta_backend.dsn(leftover), dump)
+    finally:
+        letta_backend.drop_database(leftover)
+    result = rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    no_secret_anywhere(result, tmp_path / "r.json")
+    paths = json.loads((tmp_path / "r.json").read_text())["targets"][0]["paths"]
+    for path in paths.values():
+        assert path["verdict"] == "failed" and "alembic upgrade to 0.16.2 failed" in path["error"], path["error"]
+        kept = Path(path["log"])
+        assert kept.is_file() and "run_metrics" in kept.read_text() and f"log: {kept}" in result.stdout
+        assert "letta-compat-rehearse-" not in str(kept)  # not in the working directory removed at the end
+
+
 def fingerprint(letta_backend, name: str, schema: str = "public") -> dict:
     """Every table's row count and content checksum, and every object, of database ``name``."""
     with letta_backend.connect(name) as conn:

@@ -3,7 +3,8 @@
 A real Letta server (and Letta Code, through it) is pointed at this instead of
 a real model: ``OPENAI_API_BASE=<base_url>``. It speaks the OpenAI wire format
 the official ``openai`` SDK parses: ``/v1/models``, ``/v1/embeddings`` (float and
-base64) and ``/v1/chat/completions`` (plain and SSE streaming, with tool calls).
+base64) and ``/v1/chat/completions`` (plain and SSE streaming, with tool calls),
+and, at ``/mcp``, a deterministic MCP server (``fake_mcp``).
 Replies are a pure function of the request, so tests can assert on them.
 """
 
@@ -25,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
+from . import fake_mcp
 from .fake_llm_replies import (REPLY_PREFIX, embed, fill_args, last_tool_name, last_user_text, scripted_call,
                                split_text, word_count)
 
@@ -307,6 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._record(method, path, None)
             return self._error(400, "could not parse the JSON body of your request")
         self.fake._record(method, path, body)
+        if path == fake_mcp.PATH:
+            return self._mcp(method, body)
         try:
             if method == "GET" and route == "/models":
                 ids = [self.fake.model, self.fake.embedding_model]
@@ -324,6 +328,21 @@ class _Handler(BaseHTTPRequestHandler):
         except _BadRequest as exc:
             return self._error(400, str(exc))
         self._error(404, f"Unknown request URL: {method} {self.path}")
+
+    def _mcp(self, method: str, body: Any) -> None:
+        if method != "POST":  # no server-to-client stream, no sessions to end
+            self.send_response(405)
+            self.send_header("Allow", "POST")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        reply = fake_mcp.answer(body)
+        if reply is None:  # a notification
+            self.send_response(202)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send_json(200, reply)
 
     def _stream(self, chunks: list[dict]) -> None:
         self.send_response(200)

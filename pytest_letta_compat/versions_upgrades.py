@@ -30,6 +30,7 @@ CHECK_NAMES = {  # suite test -> the check's name in the table
     "test_run_history_survives_the_upgrade": "run history",
     "test_archival_memory_uses_the_agents_own_embedding_after_the_upgrade": "archival memory",
     "test_tool_calls_waiting_for_approval_are_answered_after_the_upgrade": "approvals pending",
+    "test_mcp_servers_list_their_tools_after_the_upgrade": "MCP server tools",
     "test_sequence_fixups_let_messages_through_again": "sequence fix-ups",
     "test_fixup_normalises_the_incidents_hand_made_sequence": "incident's sequence",
     "test_upgraded_database_is_identical_to_a_fresh_one": "schema as fresh",

@@ -10,7 +10,9 @@ The third moves secrets set on 0.11.x into the ``*_enc`` columns 0.16.x reads (f
 ``letta-compat rehearse``: without it tool environment variables read as "<encrypted>").
 The fourth gives back the run history Letta 0.12.0's migration 567e9fe06270 left behind: it
 made a new, empty ``runs`` table and kept the old runs only as rows of ``jobs``.
-The fifth rebuilds indexes an interrupted ``CREATE INDEX CONCURRENTLY`` left INVALID (0.16.7's
+The fifth gives MCP servers their tools back: 0.13.0's migration c6c43222e2de made the
+``mcp_tools`` table the server reads them from, empty (letta#3353).
+The sixth rebuilds indexes an interrupted ``CREATE INDEX CONCURRENTLY`` left INVALID (0.16.7's
 migrations use ``IF NOT EXISTS``, so re-running them never does).
 Everything runs in one transaction in whichever schema holds the tables.
 """
@@ -219,7 +221,39 @@ class RunsFromJobs:
             sql.SQL(", ").join(columns), sql.SQL(", ").join(values), source))
 
 
-FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets(), RunsFromJobs(), InvalidIndexes())
+# Letta 0.13.0's migration c6c43222e2de made ``mcp_tools`` ({MCP server, tool} pairs), empty; from then on
+# ``GET /v1/mcp-servers/{id}/tools`` lists only the tools found there, and a refresh only updates the
+# tools it already has, so an MCP server registered before lists 0 tools for good (letta#3353). Each
+# such tool still names its server in ``metadata_['mcp']['server_id']``, as every release writes it.
+_MCP_TOOLS_UNLISTED = sql.SQL(
+    "FROM tools t JOIN mcp_server s ON s.id = t.metadata_::jsonb->'mcp'->>'server_id' "
+    "WHERE NOT t.is_deleted AND NOT s.is_deleted "
+    "AND NOT EXISTS (SELECT 1 FROM mcp_tools m WHERE m.tool_id = t.id AND m.mcp_server_id = s.id)")
+
+
+class McpToolMappings:
+    name = "MCP server tools"
+
+    def detect(self, conn: psycopg.Connection) -> str | None:
+        if not table_columns(conn, "mcp_tools") or not table_columns(conn, "mcp_server"):
+            return None
+        tools, servers = conn.execute(
+            sql.SQL("SELECT count(*), count(DISTINCT s.id) {}").format(_MCP_TOOLS_UNLISTED)).fetchone()
+        if not tools:
+            return None
+        return (f"{tools} tool(s) of {servers} MCP server(s) are not in mcp_tools: Letta 0.13.0's migration "
+                "c6c43222e2de made that table empty, so the server lists 0 tools for those MCP servers and a refresh "
+                "does not add them back (letta#3353)")
+
+    def apply(self, conn: psycopg.Connection) -> None:
+        conn.execute(sql.SQL(
+            "INSERT INTO mcp_tools (id, mcp_server_id, tool_id, organization_id) "
+            "SELECT 'mcp-tool-mapping-' || gen_random_uuid(), s.id, t.id, t.organization_id {}").format(
+                _MCP_TOOLS_UNLISTED))
+
+
+FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets(), RunsFromJobs(), McpToolMappings(),
+          InvalidIndexes())
 
 
 def run_fixups(database: LettaDatabase, *, apply: bool) -> list[FixupResult]:

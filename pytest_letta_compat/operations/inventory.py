@@ -86,7 +86,8 @@ class AgentFacts:
 @dataclass
 class Inventory:
     agents: dict[str, AgentFacts]
-    server: dict[str, list[str]]  # "tools", "identities", "mcp_servers", "providers" -> names; "blocks" -> [count]
+    server: dict[str, list[str]]  # "tools", "identities", "mcp_servers", "providers" -> names; "blocks" -> [count];
+    # "mcp_server_tools" -> "<MCP server>/<tool>" each MCP server lists
     via: str
 
     @property
@@ -184,10 +185,26 @@ def server_objects(conn: psycopg.Connection) -> dict[str, list[str]]:
         if column in cols:
             found[key] = sorted(r[0] for r in conn.execute(
                 sql.SQL("SELECT {} FROM {} WHERE " + _alive(cols)).format(sql.Identifier(column), sql.Identifier(table))))
+    if (tools := _mcp_server_tools(conn)) is not None:
+        found["mcp_server_tools"] = tools
     block_cols = table_columns(conn, "block")
     template = " AND NOT coalesce(is_template, false)" if "is_template" in block_cols else ""
     found["blocks"] = [conn.execute(f"SELECT count(*) FROM block WHERE {_alive(block_cols)}{template}").fetchone()[0]]
     return found
+
+
+def _mcp_server_tools(conn: psycopg.Connection) -> list[str] | None:
+    """"<MCP server>/<tool>" of every tool an MCP server lists: from 0.13.0 the pairs in
+    ``mcp_tools`` (what ``GET /v1/mcp-servers/{id}/tools`` reads), before it each added tool
+    naming its server in ``metadata_``. None: no MCP servers in this schema."""
+    server_cols, tool_cols = table_columns(conn, "mcp_server"), table_columns(conn, "tools")
+    if "server_name" not in server_cols or "metadata_" not in tool_cols:
+        return None
+    pairs = ("JOIN mcp_tools m ON m.tool_id = t.id JOIN mcp_server s ON s.id = m.mcp_server_id"
+             if table_columns(conn, "mcp_tools") else "JOIN mcp_server s ON s.id = t.metadata_::jsonb->'mcp'->>'server_id'")
+    return sorted(r[0] for r in conn.execute(
+        f"SELECT s.server_name || '/' || t.name FROM tools t {pairs} "
+        f"WHERE {_alive(tool_cols, 't.')} AND {_alive(server_cols, 's.')}"))
 
 
 # -- REST ----------------------------------------------------------------------------------
@@ -220,7 +237,14 @@ def api_inventory(api: LettaAPI, base: Inventory) -> Inventory:
         except LettaAPIError:
             facts.history_readable = False
         agents[agent_id] = facts
-    return Inventory(agents, base.server, f"api {api.version}")
+    server = dict(base.server)
+    if base.server.get("mcp_servers"):  # 0.16.7 on refuses to list them at private addresses (letta a882310e0)
+        try:
+            server["mcp_servers"] = sorted(s["server_name"] for s in api.get("/v1/mcp-servers/"))
+        except LettaAPIError as exc:
+            if exc.status != 404:  # 404: a release without that route (before 0.13.0) lists them elsewhere
+                server["mcp_servers"] = []
+    return Inventory(agents, server, f"api {api.version}")
 
 
 # -- comparing -----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LettaCompatError
+from .errors import LettaCompatError, redact
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -116,3 +116,12 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, mode: int | None = 
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+
+
+def keep_masked(text: str, target: str | os.PathLike) -> Path:
+    """A log's ``text``, secrets masked, written to ``target`` (its folders made, private) to
+    outlive the run's temporary folders; returns ``target``. Raises OSError as ``open`` does."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    target.write_text(redact(text), encoding="utf-8")
+    return target

@@ -36,6 +36,7 @@ from psycopg import sql
 
 from .. import versions
 from ..errors import LettaCompatError, redact
+from ..paths import keep_masked
 from ..postgres.client import pg_dump, run_pg_tool, shown_dsn
 from ..postgres.layout import create_database, drop_public
 from ..provision.alembic import RevisionGraph, backfill_notes, upgrade_to_release
@@ -83,10 +84,7 @@ class Rehearsal:
             text = Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
-        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kept = self.logs_dir / name
-        kept.write_text(redact(text), encoding="utf-8")
-        return str(kept)
+        return str(keep_masked(text, self.logs_dir / name))
 
     def say(self, line: str) -> None:
         self.progress(redact(f"[{time.monotonic() - self.started:6.1f}s] {line}"))

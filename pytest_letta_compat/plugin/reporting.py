@@ -17,6 +17,7 @@ import pytest
 
 from ..cache import cache_root
 from ..errors import LettaCompatError, redact
+from ..paths import keep_masked
 from ..provision.logexcerpt import excerpt
 from ..report.grid import Report, CheckOutcome
 from . import settings
@@ -65,10 +66,8 @@ def server_log_section(config: pytest.Config, nodeid: str, stack) -> tuple[str, 
         text = stack.log_tail(200)
     where = source
     try:
-        target = logs_dir(config) / _safe(nodeid) / f"letta-{stack.version}-{source.parent.name}-{source.name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(redact(text), encoding="utf-8")
-        where = target
+        where = keep_masked(text, logs_dir(config) / _safe(nodeid) /
+                            f"letta-{stack.version}-{source.parent.name}-{source.name}")
     except (OSError, LettaCompatError) as exc:  # an unwritable folder must not hide the failure
         text += f"\n(could not copy this log to the logs folder: {exc})"
     return f"Letta {stack.version} server log ({where})", excerpt(redact(text), max_lines=EXCERPT_LINES)

@@ -30,7 +30,7 @@ from packaging.version import Version
 
 from .. import versions
 from ..backends.docker import relay
-from ..backends.docker.compose_stack import compose_command
+from ..backends.docker.compose_stack import CommandFailed, compose_command, run_logged
 from ..errors import LettaCompatError, redact
 from ..matrix import compose_file
 from ..paths import write_text_atomic
@@ -90,21 +90,16 @@ class StackCommands:
 
     def run(self, argv: list[str], what: str, timeout: float = 600) -> str:
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ComposeUpgradeError(f"`{what}` did not finish within {timeout:.0f} s (log: {self.log}).") from None
-        output = redact(proc.stdout + proc.stderr)
-        if self.log is not None:
-            with open(self.log, "a", encoding="utf-8") as log:
-                log.write(f"$ {what}\n{output}\n")
-        if proc.returncode != 0:
-            said = [line.strip() for line in output.splitlines() if line.strip()]
+            return run_logged(argv, what, self.log, timeout)[0]
+        except CommandFailed as failed:
+            if failed.returncode is None:
+                raise ComposeUpgradeError(f"`{what}` did not finish within {timeout:.0f} s (log: {self.log}).") from None
+            said = [line.strip() for line in failed.output.splitlines() if line.strip()]
             last = said[-1][-400:] if said else "no output"  # Compose v1 prints its own traceback: its last line says why
             hint = (" Is Docker running here, and is DOCKER_HOST the engine of this stack?"
-                    if re.search(r"server API version|Cannot connect to the Docker daemon", output) else "")
-            raise ComposeUpgradeError(f"`{what}` failed (exit {proc.returncode}): {last}.{hint}"
-                                      + (f" Full output: {self.log}" if self.log else ""))
-        return proc.stdout
+                    if re.search(r"server API version|Cannot connect to the Docker daemon", failed.output) else "")
+            raise ComposeUpgradeError(f"`{what}` failed (exit {failed.returncode}): {last}.{hint}"
+                                      + (f" Full output: {self.log}" if self.log else "")) from None
 
     def compose_run(self, *args: str, timeout: float = 600) -> str:
         return self.run([*self.compose, *args], f"docker compose {' '.join(args)}", timeout)

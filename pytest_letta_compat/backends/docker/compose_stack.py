@@ -16,6 +16,7 @@ import secrets
 import shutil
 import subprocess
 import warnings
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
@@ -39,6 +40,30 @@ def compose_command() -> list[str]:
         return [legacy]
     raise ProvisioningError("Docker Compose is not installed (--letta-compose and --compose run it): install Docker's compose plugin, or "
                             "`apt-get install docker-compose`.")
+
+
+class CommandFailed(Exception):
+    """A command of :func:`run_logged` that failed (``returncode``) or timed out (None)."""
+
+    def __init__(self, what: str, returncode: int | None, output: str, timeout: float):
+        super().__init__(what)
+        self.what, self.returncode, self.output, self.timeout = what, returncode, output, timeout
+
+
+def run_logged(argv: list[str], what: str, log: Path | None, timeout: float) -> tuple[str, str]:
+    """Run ``argv`` (Docker or Docker Compose) and append ``$ what`` and its masked output to
+    ``log`` (None: nowhere); (stdout, masked stdout+stderr), or :class:`CommandFailed`."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CommandFailed(what, None, "", timeout) from None
+    output = redact(proc.stdout + proc.stderr)
+    if log is not None:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(f"$ {what}\n{output}\n")
+    if proc.returncode != 0:
+        raise CommandFailed(what, proc.returncode, output, timeout)
+    return proc.stdout, output
 
 
 class ComposeStack(DockerStack):
@@ -72,17 +97,13 @@ class ComposeProject:
         argv = [*compose_command(), "-p", self.project, "-f", str(self.file),
                 "--project-directory", str(self.path.parent), *args]
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise ProvisioningError(f"`{' '.join(argv[-len(args):])}` of {self.path} did not finish within "
-                                    f"{timeout:.0f} s.") from None
-        output = redact(proc.stdout + proc.stderr)
-        with open(self.workdir / "compose.log", "a", encoding="utf-8") as log:
-            log.write(f"$ {' '.join(args)}\n{output}\n")
-        if proc.returncode != 0:
-            raise ProvisioningError(f"Docker Compose `{' '.join(args)}` failed for {self.path} (exit "
-                                    f"{proc.returncode}):\n{output.strip()[-1500:]}")
-        return output
+            return run_logged(argv, " ".join(args), self.workdir / "compose.log", timeout)[1]
+        except CommandFailed as failed:
+            if failed.returncode is None:
+                raise ProvisioningError(f"`{failed.what}` of {self.path} did not finish within "
+                                        f"{timeout:.0f} s.") from None
+            raise ProvisioningError(f"Docker Compose `{failed.what}` failed for {self.path} (exit "
+                                    f"{failed.returncode}):\n{failed.output.strip()[-1500:]}") from None
 
     def _database_service(self) -> tuple[str | None, str]:
         """The compose service (if any) behind the Letta service's LETTA_PG_URI, and its port."""

@@ -100,6 +100,15 @@ def agents_in(backend: LettaBackend, database: str) -> dict[str, tuple[str, int]
     return {agent_id: (name, count) for agent_id, name, count in rows}
 
 
+def upgrade_stopped(backend: LettaBackend, database: str, from_version: str, to_version: str, backup_dir: Path, *,
+                    api_key: str | None = None, progress: Callable[[str], None] = lambda line: None) -> None:
+    """Upgrade ``database`` (its server stopped, ``backup_dir`` its backup) as
+    ``letta-compat upgrade --apply`` does: migrations, then fix-ups."""
+    stopped = f"http://127.0.0.1:{free_port()}"  # nothing listens there: the old server is stopped, as --apply requires
+    apply_upgrade(UpgradeRequest(from_version, to_version, backend.dsn(database), stopped, backup_dir, backend.cache,
+                                 api_key=api_key), progress=progress)
+
+
 class UpgradePath:
     """``from_version`` -> ``to_version`` on ``backend``: ``seeded`` and ``upgraded`` (template
     databases: read them, never serve or change them), ``agents`` ({name: id}), ``history``
@@ -144,9 +153,8 @@ class UpgradePath:
 
         started = time.monotonic()
         self.backend.copy_database(self.seeded, self.upgraded)
-        stopped = f"http://127.0.0.1:{free_port()}"  # the old server is stopped, as --apply requires
-        apply_upgrade(UpgradeRequest(self.from_version, self.to_version, self.backend.dsn(self.upgraded), stopped,
-                                     self.backup_dir, self.backend.cache, api_key=self.password), progress=progress)
+        upgrade_stopped(self.backend, self.upgraded, self.from_version, self.to_version, self.backup_dir,
+                        api_key=self.password, progress=progress)
         self.timings["upgrade"] = time.monotonic() - started
         return self
 

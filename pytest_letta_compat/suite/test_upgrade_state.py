@@ -16,12 +16,10 @@ from pytest_letta_compat.backends.base import LettaStack
 from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.fixups import RUN_STATUSES
 from pytest_letta_compat.operations.inventory import runs_query
-from pytest_letta_compat.operations.upgrade import UpgradeRequest, apply_upgrade
-from pytest_letta_compat.operations.upgrade_path import ARCHIVAL_TEXT
+from pytest_letta_compat.operations.upgrade_path import ARCHIVAL_TEXT, upgrade_stopped
 from pytest_letta_compat.plugin.reporting import NOTE_PROPERTY
 from pytest_letta_compat.provision import fake_mcp
 from pytest_letta_compat.provision.fake_llm_replies import TOOL_DIRECTIVE
-from pytest_letta_compat.provision.procs import free_port
 from pytest_letta_compat.rest.agents import agent_configs, create_agent, insert_passage, send_message
 
 pytestmark = pytest.mark.letta_check("upgrade")
@@ -133,9 +131,7 @@ def stopped_with_state(letta_upgrade_entry, letta_backend, letta_server_factory,
     backup_dir = tmp_path_factory.mktemp("stopped") / "backup"
     backup(server.url, backup_dir, dsn=letta_backend.dsn(database), progress=lambda line: None)
     server.stop()
-    stopped = f"http://127.0.0.1:{free_port()}"
-    apply_upgrade(UpgradeRequest(old, new, letta_backend.dsn(database), stopped, backup_dir, letta_backend.cache),
-                  progress=lambda line: None)
+    upgrade_stopped(letta_backend, database, old, new, backup_dir)
     after = letta_server_factory(new, database=database)
     try:
         yield Stopped(after, database, mcp_agent, approval_agent, pending, request_id)

@@ -14,6 +14,8 @@ import json
 import secrets
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,25 @@ pytestmark = pytest.mark.letta_check("upgrade")
 # the ``seeded`` fixture (the 0.11.3 database and its dump) is in tests/conftest.py
 
 HALF_WAY = "ee2b43eea55e"  # 0.16.2's first revision: steps.request_id, but no conversations yet
+
+
+@contextmanager
+def scratch_database(letta_backend, kind: str, *, template: str | None = None, version: str | None = None,
+                     search_path: bool = False) -> Iterator[str]:
+    """A database of the test's own, dropped when the block ends: a copy of the database
+    ``template``, of ``version``'s migrated template, or empty; ``search_path``: Letta's schema."""
+    name = f"rehearse_{kind}_{uuid.uuid4().hex[:6]}"
+    if version is not None:
+        letta_backend.create_database(name, version=version)
+    else:
+        with letta_backend.connect("postgres") as conn:
+            conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "") + " OWNER letta")
+            if search_path:
+                conn.execute(f'ALTER DATABASE "{name}" SET search_path TO letta')
+    try:
+        yield name
+    finally:
+        letta_backend.drop_database(name)
 
 
 def no_secret_anywhere(result: subprocess.CompletedProcess, *files: Path, also: tuple[str, ...] = ()) -> None:
@@ -92,20 +113,15 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
 def test_a_live_database_in_public_is_only_read_and_comes_through_to_0_16_2(seeded, letta_backend, tmp_path):
     """--dsn: the source is read once by pg_dump; afterwards the same rows, checksums and objects."""
     name, _, dump = seeded
-    live = f"rehearse_live_{uuid.uuid4().hex[:6]}"
-    with letta_backend.connect("postgres") as conn:
-        conn.execute(f'CREATE DATABASE "{live}" TEMPLATE template0 OWNER letta')
-    dsn = letta_backend.dsn(live)
-    run_pg_tool("pg_restore", ["--no-owner", "--exit-on-error", str(dump)], dsn=dsn)
-    with letta_backend.connect(live) as conn:  # an operator's own PostgreSQL: Letta in public
-        conn.execute("DROP SCHEMA public")
-        conn.execute("ALTER SCHEMA letta RENAME TO public")
-    try:
+    with scratch_database(letta_backend, "live", template="template0") as live:
+        dsn = letta_backend.dsn(live)
+        run_pg_tool("pg_restore", ["--no-owner", "--exit-on-error", str(dump)], dsn=dsn)
+        with letta_backend.connect(live) as conn:  # an operator's own PostgreSQL: Letta in public
+            conn.execute("DROP SCHEMA public")
+            conn.execute("ALTER SCHEMA letta RENAME TO public")
         before = fingerprint(letta_backend, live)
         result = rehearse(letta_backend.cache, "--dsn", dsn, "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
         after = fingerprint(letta_backend, live)
-    finally:
-        letta_backend.drop_database(live)
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
     assert after == before
     password = dsn.split(":")[2].split("@")[0]
@@ -121,16 +137,11 @@ def test_a_migration_that_fails_keeps_alembic_s_log_where_the_report_says(seeded
     fail on both paths: the report says where it stopped and names alembic's log, kept (masked)
     outside the rehearsal's working directory, which is gone when it returns."""
     name, _, _ = seeded
-    leftover = f"rehearse_leftover_{uuid.uuid4().hex[:6]}"
-    with letta_backend.connect("postgres") as conn:
-        conn.execute(f'CREATE DATABASE "{leftover}" TEMPLATE "{name}" OWNER letta')
-    try:
+    with scratch_database(letta_backend, "leftover", template=name) as leftover:
         with letta_backend.connect(leftover) as conn:
             conn.execute("CREATE TABLE letta.run_metrics (id text PRIMARY KEY)")
         dump = tmp_path / "leftover.dump"
         pg_dump(letta_backend.dsn(leftover), dump)
-    finally:
-        letta_backend.drop_database(leftover)
     result = rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
     assert result.returncode == 1, result.stdout + result.stderr[-3000:]
     no_secret_anywhere(result, tmp_path / "r.json")
@@ -159,17 +170,13 @@ def test_the_incident_database_comes_through_after_fix_ups_from_a_plain_sql_dump
     """An interrupted 0.16.2 upgrade (ee2b43eea55e: past 0.16.1's head, before 0.16.2's) and no sequence_id
     default (a hand-built schema): the seed incident's database."""
     name, _, dump = seeded
-    half = f"rehearse_half_{uuid.uuid4().hex[:6]}"
-    with letta_backend.connect("postgres") as conn:
-        conn.execute(f'CREATE DATABASE "{half}" TEMPLATE "{name}" OWNER letta')
-        conn.execute(f'ALTER DATABASE "{half}" SET search_path TO letta')
-    dsn = letta_backend.dsn(half)
-    upgrade_database(dsn, HALF_WAY, letta_backend.cache)
-    with letta_backend.connect(half) as conn:
-        conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
     plain = tmp_path / "incident.sql"
-    run_pg_tool("pg_dump", ["-Fp", "-f", str(plain)], dsn=dsn)
-    letta_backend.drop_database(half)
+    with scratch_database(letta_backend, "half", template=name, search_path=True) as half:
+        dsn = letta_backend.dsn(half)
+        upgrade_database(dsn, HALF_WAY, letta_backend.cache)
+        with letta_backend.connect(half) as conn:
+            conn.execute("ALTER TABLE messages ALTER COLUMN sequence_id DROP DEFAULT")
+        run_pg_tool("pg_dump", ["-Fp", "-f", str(plain)], dsn=dsn)
     result = rehearse(letta_backend.cache, "--dump", str(plain), "--to", "0.16.2", "--report", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stdout + result.stderr[-5000:]
     report = json.loads((tmp_path / "r.json").read_text())
@@ -243,19 +250,13 @@ def test_the_fix_ups_are_idempotent_on_an_upgraded_copy(seeded, letta_backend):
     """An upgrade to 0.16.8 as the image runs it, then the fix-ups twice: the first repairs the
     secrets left in plaintext columns and copies the old runs into Letta's new runs table, the second finds nothing to do and changes no row."""
     name, _, _ = seeded
-    copy = f"rehearse_fixups_{uuid.uuid4().hex[:6]}"
-    with letta_backend.connect("postgres") as conn:
-        conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}" OWNER letta')
-        conn.execute(f'ALTER DATABASE "{copy}" SET search_path TO letta')
-    try:
+    with scratch_database(letta_backend, "fixups", template=name, search_path=True) as copy:
         letta_backend.migrate(copy, "0.16.8")
         database = LettaDatabase(letta_backend.dsn(copy))
         first = {r.name: r for r in run_fixups(database, apply=True)}
         after_first = fingerprint(letta_backend, copy, "letta")
         second = run_fixups(database, apply=True)
         after_second = fingerprint(letta_backend, copy, "letta")
-    finally:
-        letta_backend.drop_database(copy)
     repaired = first["secrets only in plaintext columns"]
     assert repaired.applied and repaired.drift.startswith("2 secret value(s)"), repaired
     runs = first["run history"]  # the seed's 6 turns, each a run 0.11.3 kept in jobs
@@ -288,40 +289,27 @@ def test_a_dump_of_another_database(tmp_path, letta_backend):
 
 
 def test_a_live_database_that_is_not_letta(letta_backend):
-    name = f"rehearse_other_{uuid.uuid4().hex[:6]}"
-    with letta_backend.connect("postgres") as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER letta')
-    try:
+    with scratch_database(letta_backend, "other") as name:
         with letta_backend.connect(name) as conn:
             conn.execute("CREATE TABLE public.orders (id integer)")
         result = rehearse(letta_backend.cache, "--dsn", letta_backend.dsn(name), "--to", "0.16.8")
-    finally:
-        letta_backend.drop_database(name)
     one_line_error(result, "holds no Letta tables")
 
 
 def test_a_dump_newer_than_every_target(tmp_path, letta_backend):
-    name = f"rehearse_new_{uuid.uuid4().hex[:6]}"
-    letta_backend.create_database(name, version="0.16.2")
     dump = tmp_path / "new.dump"
-    try:
+    with scratch_database(letta_backend, "new", version="0.16.2") as name:
         pg_dump(letta_backend.dsn(name), dump)
-    finally:
-        letta_backend.drop_database(name)
     one_line_error(rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.11.3", "--to", "0.16.1"),
                    "newer than every --to (0.11.3, 0.16.1)")
 
 
 def test_an_unknown_revision(tmp_path, letta_backend):
-    name = f"rehearse_unknown_{uuid.uuid4().hex[:6]}"
-    letta_backend.create_database(name, version=OLD)
     dump = tmp_path / "unknown.dump"
-    try:
+    with scratch_database(letta_backend, "unknown", version=OLD) as name:
         with letta_backend.connect(name) as conn:
             conn.execute("UPDATE alembic_version SET version_num = 'deadbeef0000'")
         pg_dump(letta_backend.dsn(name), dump)
-    finally:
-        letta_backend.drop_database(name)
     one_line_error(rehearse(letta_backend.cache, "--dump", str(dump), "--to", "0.16.8"),
                    "is at alembic revision deadbeef0000, which no Letta release's migrations know")
 

@@ -28,6 +28,7 @@ from ..errors import LettaCompatError
 from ..schema.inspect import (default_sequence, invalid_indexes, qualified_name, sequence_lag, sequence_next,
                               table_columns)
 from .database import LettaDatabase
+from .inventory import old_runs
 
 SEQUENCE = "message_seq_id"  # the name migration e991d2e3b428 gives it
 
@@ -190,7 +191,8 @@ def _runs_left_in_jobs(conn: psycopg.Connection) -> sql.Composable | None:
     """FROM ... WHERE ... of the old runs not in ``runs`` whose agent is still there (None: not this schema)."""
     if not table_columns(conn, "runs") or not {"job_type", "metadata_"} <= table_columns(conn, "jobs").keys():
         return None
-    return sql.SQL("FROM jobs j JOIN agents a ON a.id = j.metadata_::jsonb->>'agent_id' WHERE j.job_type = 'run' "
+    agent, is_run = old_runs("j.")
+    return sql.SQL(f"FROM jobs j JOIN agents a ON a.id = {agent} WHERE {is_run} "
                    "AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = j.id)")
 
 

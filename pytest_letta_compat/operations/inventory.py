@@ -162,6 +162,12 @@ def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
     return Inventory(agents, server_objects(conn), "sql")
 
 
+def old_runs(alias: str = "") -> tuple[str, str]:
+    """(its agent's id, the predicate) of a run as 0.11.x keeps it: a row of ``jobs`` of type
+    'run', its agent named in ``metadata_`` (``alias``: "j." for ``jobs j``)."""
+    return f"{alias}metadata_::jsonb->>'agent_id'", f"{alias}job_type = 'run'"
+
+
 def runs_query(conn: psycopg.Connection) -> str:
     """SELECT agent_id, id, status of every run a client can list: the ``runs`` table from 0.12.0
     on; before it, the rows of ``jobs`` of type 'run' (their agent in metadata_.agent_id)."""
@@ -169,8 +175,8 @@ def runs_query(conn: psycopg.Connection) -> str:
         return f"SELECT agent_id, id, status FROM runs WHERE {_alive(run_cols)}"
     job_cols = table_columns(conn, "jobs")
     if {"job_type", "metadata_"} <= job_cols.keys():
-        return (f"SELECT metadata_::jsonb->>'agent_id' AS agent_id, id, status FROM jobs "
-                f"WHERE job_type = 'run' AND {_alive(job_cols)}")
+        agent, is_run = old_runs()
+        return f"SELECT {agent} AS agent_id, id, status FROM jobs WHERE {is_run} AND {_alive(job_cols)}"
     return "SELECT NULL AS agent_id, NULL AS id, NULL AS status WHERE false"
 
 

@@ -23,6 +23,21 @@ MEASURE_CHECKS = ("upgrade", "schema")
 WORKS, WORKS_AFTER_FIXUPS, FAILS = "works", "works after fix-ups", "fails"
 FIXUP_NOTE = "fix-ups repaired: "  # a passing CLI path's note in the compatibility report
 
+# What a release changes that no migration or fix-up can carry across: (release, what an operator must
+# do before upgrading to it or past it). advise names each one a path crosses.
+BEHAVIOUR_CHANGES = (
+    ("0.16.7", "Letta refuses every MCP server at a private address (127.0.0.1, localhost, 10.x, 192.168.x, "
+               "a .local name, a name resolving to one): listing MCP servers answers 400 and their tools stop "
+               "running, with no setting to turn it off (letta a882310e0). Give such MCP servers a public "
+               "address first, or stay on 0.16.6"),
+)
+
+
+def behaviour_changes(old: str, new: str) -> list[tuple[str, str]]:
+    """The BEHAVIOUR_CHANGES a path old -> new crosses (old before the release, new at or after it)."""
+    return [(release, what) for release, what in BEHAVIOUR_CHANGES if Version(old) < Version(release) <= Version(new)]
+
+
 CHECK_NAMES = {  # suite test -> the check's name in the table
     "test_in_place_upgrade_through_the_cli": "upgrade through the CLI",
     "test_recreate_strategy_carries_every_agent": "recreate strategy",

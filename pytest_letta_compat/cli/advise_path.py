@@ -49,6 +49,8 @@ def path_lines(old: str, new: str) -> tuple[list[str], int]:
         lines.append(f"  {_row_words(row)}")
         lines.append(f"  measured {table['measured']}: {_checks_words(row)}")
         code = 1 if row["verdict"] == vu.FAILS else 0
+    for release, what in vu.behaviour_changes(old, new):
+        lines.append(f"  from {release}: {what}.")
     steps = vu.hops(old, new)
     if len(steps) > 1:
         said = []

@@ -95,6 +95,15 @@ def test_advise_answers_the_path_from_the_table(measured_table, capsys):
     assert "0.11.3 -> 0.11.4: not measured" in out  # the hops, one release at a time
 
 
+@pytest.mark.parametrize("old, new, warned", [("0.11.3", "0.16.8", True), ("0.16.6", "0.16.7", True),
+                                              ("0.16.2", "0.16.6", False), ("0.16.7", "0.16.8", False)])
+def test_advise_warns_of_a_change_no_fix_up_carries_across_only_where_the_path_crosses_it(measured_table, capsys,
+                                                                                         old, new, warned):
+    main(["advise", "--server", old, "--to", new])
+    out = capsys.readouterr().out
+    assert ("from 0.16.7: Letta refuses every MCP server at a private address" in out) is warned, out
+
+
 def test_advise_names_the_command_that_measures_a_path_it_lacks(measured_table, capsys):
     code = main(["advise", "--server", "0.12.1", "--to", "0.13.0"])
     out = capsys.readouterr().out

@@ -28,7 +28,7 @@ from ..errors import LettaCompatError
 from ..schema.inspect import (default_sequence, invalid_indexes, qualified_name, sequence_lag, sequence_next,
                               table_columns)
 from .database import LettaDatabase
-from .inventory import old_runs
+from .inventory import mcp_tool_server, old_runs
 
 SEQUENCE = "message_seq_id"  # the name migration e991d2e3b428 gives it
 
@@ -228,7 +228,7 @@ class RunsFromJobs:
 # tools it already has, so an MCP server registered before lists 0 tools for good (letta#3353). Each
 # such tool still names its server in ``metadata_['mcp']['server_id']``, as every release writes it.
 _MCP_TOOLS_UNLISTED = sql.SQL(
-    "FROM tools t JOIN mcp_server s ON s.id = t.metadata_::jsonb->'mcp'->>'server_id' "
+    f"FROM tools t JOIN mcp_server s ON s.id = {mcp_tool_server('t.')} "
     "WHERE NOT t.is_deleted AND NOT s.is_deleted "
     "AND NOT EXISTS (SELECT 1 FROM mcp_tools m WHERE m.tool_id = t.id AND m.mcp_server_id = s.id)")
 

@@ -168,6 +168,12 @@ def old_runs(alias: str = "") -> tuple[str, str]:
     return f"{alias}metadata_::jsonb->>'agent_id'", f"{alias}job_type = 'run'"
 
 
+def mcp_tool_server(alias: str = "") -> str:
+    """The id of the MCP server a tool came from, as every release writes it into the tool's
+    ``metadata_`` (``alias``: "t." for ``tools t``)."""
+    return f"{alias}metadata_::jsonb->'mcp'->>'server_id'"
+
+
 def runs_query(conn: psycopg.Connection) -> str:
     """SELECT agent_id, id, status of every run a client can list: the ``runs`` table from 0.12.0
     on; before it, the rows of ``jobs`` of type 'run' (their agent in metadata_.agent_id)."""
@@ -207,7 +213,7 @@ def _mcp_server_tools(conn: psycopg.Connection) -> list[str] | None:
     if "server_name" not in server_cols or "metadata_" not in tool_cols:
         return None
     pairs = ("JOIN mcp_tools m ON m.tool_id = t.id JOIN mcp_server s ON s.id = m.mcp_server_id"
-             if table_columns(conn, "mcp_tools") else "JOIN mcp_server s ON s.id = t.metadata_::jsonb->'mcp'->>'server_id'")
+             if table_columns(conn, "mcp_tools") else f"JOIN mcp_server s ON s.id = {mcp_tool_server('t.')}")
     return sorted(r[0] for r in conn.execute(
         f"SELECT s.server_name || '/' || t.name FROM tools t {pairs} "
         f"WHERE {_alive(tool_cols, 't.')} AND {_alive(server_cols, 's.')}"))

@@ -331,18 +331,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _mcp(self, method: str, body: Any) -> None:
         if method != "POST":  # no server-to-client stream, no sessions to end
-            self.send_response(405)
-            self.send_header("Allow", "POST")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return self._send_empty(405, Allow="POST")
         reply = fake_mcp.answer(body)
         if reply is None:  # a notification
-            self.send_response(202)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return self._send_empty(202)
         self._send_json(200, reply)
+
+    def _send_empty(self, status: int, **headers: str) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     def _stream(self, chunks: list[dict]) -> None:
         self.send_response(200)

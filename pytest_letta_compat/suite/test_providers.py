@@ -4,10 +4,11 @@ agents on the new release (docs/breakages.md row 6).
 Ollama: the new release starts with ``OLLAMA_BASE_URL`` pointing at the fake LLM speaking as a
 real Ollama (``provision/fake_ollama.py``: native ``/api/*``, the OpenAI API only under ``/v1``),
 spelled as Ollama documents it (``http://host:11434``) and with ``/v1``. A new agent on the
-``ollama/<model>`` handle must answer a message. letta#3142: on 0.16.2 and 0.16.4 such an agent's
-chat goes to ``<OLLAMA_BASE_URL>/chat/completions`` and Ollama answers ``404 page not found``
-unless the URL ends in ``/v1``; on 0.16.2 the handle itself answers 400 in both spellings
-(docs/breakages.md row 6 has the source lines). The shipped matrices declare both.
+``ollama/<model>`` handle must answer a message. letta#3142: unless the URL ends in ``/v1``, such
+an agent's chat goes to ``<OLLAMA_BASE_URL>/chat/completions`` and Ollama answers ``404 page not
+found``: by handle on 0.16.4, with the ``llm_config`` that ``GET /v1/models/`` lists on 0.16.2 up
+to 0.16.8; on 0.16.2 the handle itself answers 400 in both spellings (docs/breakages.md row 6 has
+the source lines). The shipped matrices declare both.
 
 The server runs on a fresh database of the new release: the breakage is in the release's code,
 not in the data an upgrade carries (agents created before the upgrade keep the endpoint they

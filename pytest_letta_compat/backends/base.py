@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -113,8 +113,10 @@ class LettaBackend(ABC):
 
     @abstractmethod
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
-                     password: str | None = None) -> LettaStack:
-        """Start Letta ``version`` on ``database`` (default: a fresh copy of its template)."""
+                     password: str | None = None, env: Mapping[str, str] | None = None) -> LettaStack:
+        """Start Letta ``version`` on ``database`` (default: a fresh copy of its template).
+        ``env``: this server's environment beyond the LLM environment (e.g. ``OLLAMA_BASE_URL``);
+        its loopback URLs reach the host as those of the LLM environment do."""
 
     def prepare(self, versions: list[str]) -> None:
         """Make sure ``start_server`` has what each of ``versions`` needs (native: its install;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
@@ -128,7 +129,7 @@ class NativeBackend(LettaBackend):
 
     # -- servers ---------------------------------------------------------------------------
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
-                     password: str | None = None) -> NativeStack:
+                     password: str | None = None, env: Mapping[str, str] | None = None) -> NativeStack:
         install = self._install(version)
         if database is None:
             database = self.unique_name("letta", version)
@@ -138,7 +139,7 @@ class NativeBackend(LettaBackend):
         redis = RedisServer(workdir / "redis", binary=self.redis_binary)
         redis.start()
         server = LettaServerProcess(install, self.dsn(database), workdir, redis=(redis.host, redis.port),
-                                    llm_env=self.llm_env, password=password, secure=secure,
+                                    llm_env={**self.llm_env, **(env or {})}, password=password, secure=secure,
                                     start_timeout=self.start_timeout)
         stack = NativeStack(self, server, redis, database)
         self.track(stack, server.start)

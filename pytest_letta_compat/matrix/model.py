@@ -18,7 +18,7 @@ from .. import versions
 from ..errors import MatrixError
 
 BACKENDS = ("native", "docker")
-CHECKS = ("smoke", "schema", "api", "roundtrip", "upgrade", "letta_code")
+CHECKS = ("smoke", "schema", "api", "roundtrip", "upgrade", "letta_code", "ollama", "ollama_v1")
 
 _ALLOWED_KEYS: dict[str, set[str]] = {
     "": {"name", "backend", "postgres", "server", "upgrade", "letta_code", "known_incompatibility", "rehearsal"},

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 import psycopg
@@ -114,15 +114,17 @@ def fake_llm(letta_fake_llm: FakeLLM) -> FakeLLM:
 
 @pytest.fixture(scope="session")
 def letta_server_factory(pytestconfig: pytest.Config, letta_backend: LettaBackend) -> Callable[..., LettaStack]:
-    """``factory(version, *, database=None, secure=False, password=None)`` starts any Letta
+    """``factory(version, *, database=None, secure=False, password=None, env=None)`` starts any Letta
     version on any database (default: a fresh copy of that version's template).
     ``factory.stop_soon(stack)`` stops a server in the background (the session waits for it
     at its end); ``stack.stop()`` when its database is used next."""
 
     def start(version: str, *, database: str | None = None, secure: bool = False,
-              password: str | None = None) -> LettaStack:
+              password: str | None = None, env: Mapping[str, str] | None = None) -> LettaStack:
         try:
-            stack = letta_backend.start_server(version, database=database, secure=secure, password=password)
+            extra = {"env": env} if env else {}  # backends of tests' own may not take it
+            stack = letta_backend.start_server(version, database=database, secure=secure, password=password,
+                                               **extra)
         except LettaCompatError as exc:
             _fail(exc)
         # attach this server's log to the report of the test that started it, should it fail

@@ -91,7 +91,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "letta_check(name): the compatibility check a test belongs to "
-                            "(smoke, schema, api, roundtrip, upgrade, letta_code); matched against the "
+                            "(" + ", ".join(CHECKS) + "); matched against the "
                             "matrix's [[known_incompatibility]] declarations.")
     config.addinivalue_line("markers", "xdist_group(name): keep an entry's tests on one xdist worker "
                             "(--dist loadgroup), so its server starts once")

@@ -40,6 +40,8 @@ class FakeLLM:
     # A real model takes time to answer. Letta 0.16.2 writes a step's metrics twice from racing
     # tasks; an instant reply makes them collide and the request hangs 60 s, then fails with 500.
     chat_delay = 0.25
+    # True in FakeOllama (fake_ollama.py): OpenAI paths only under /v1, others "404 page not found".
+    strict_v1 = False
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-gpt",
                  embedding_model: str = "fake-embedding", embedding_dim: int = 1536,
@@ -106,6 +108,10 @@ class FakeLLM:
 
     def server_env(self) -> dict[str, str]:
         return {"OPENAI_API_KEY": self.api_key, "OPENAI_API_BASE": self.base_url}
+
+    def native(self, method: str, path: str, body: Any) -> tuple[int, dict] | None:
+        """A provider's own API beside the OpenAI one (FakeOllama's /api/*): (status, JSON) or None."""
+        return None
 
     # -- bookkeeping -----------------------------------------------------------
     def _record(self, method: str, path: str, body: Any) -> None:
@@ -284,6 +290,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _send_text(self, status: int, text: str) -> None:
+        data = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def _error(self, status: int, message: str) -> None:
         self._send_json(status, {"error": {"message": message, "type": "invalid_request_error",
                                            "param": None, "code": None}})
@@ -309,8 +323,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake._record(method, path, None)
             return self._error(400, "could not parse the JSON body of your request")
         self.fake._record(method, path, body)
-        if path == fake_mcp.PATH:
+        if path == fake_mcp.PATH and not self.fake.strict_v1:  # a real Ollama serves no MCP
             return self._mcp(method, body)
+        if (native := self.fake.native(method, path, body)) is not None:
+            return self._send_json(*native)
+        if self.fake.strict_v1 and route == path:  # as a real Ollama: no OpenAI API outside /v1
+            return self._send_text(404, "404 page not found")
         try:
             if method == "GET" and route == "/models":
                 ids = [self.fake.model, self.fake.embedding_model]

@@ -69,7 +69,8 @@ def test_default_matrix_covers_the_incident_upgrade_and_the_newest_server(matric
     assert [c.version for c in m.letta_code] == ["0.25.9", "0.34.12"]
     assert m.server_versions() == ["0.11.3", "0.16.2", "0.16.8"]
     assert [(k.check, str(k.server), str(k.letta_code)) for k in m.known_incompatibilities] == [
-        ("letta_code", "<0.12", ">=0.15.2")]
+        ("letta_code", "<0.12", ">=0.15.2"), ("ollama", ">=0.16.2", "None"), ("ollama_v1", "==0.16.2", "None")]
+    assert all("letta#3142" in k.reason for k in m.known_incompatibilities[1:])
 
 
 def test_ci_matrix_runs_the_incident_upgrade_path(matrices_dir):
@@ -78,7 +79,8 @@ def test_ci_matrix_runs_the_incident_upgrade_path(matrices_dir):
     assert [(s.version, s.secure) for s in m.servers] == [("0.11.3", False), ("0.16.2", True)]
     assert [(u.from_version, u.to_version) for u in m.upgrades] == [("0.11.3", "0.16.2")]
     assert [c.version for c in m.letta_code] == ["0.34.12"]
-    assert [(k.check, str(k.server)) for k in m.known_incompatibilities] == [("letta_code", "<0.12")]
+    assert [(k.check, str(k.server)) for k in m.known_incompatibilities] == [
+        ("letta_code", "<0.12"), ("ollama", ">=0.16.2"), ("ollama_v1", "==0.16.2")]
 
 
 def test_postgres_17_is_accepted_with_a_bin_dir(tmp_path):

@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -106,18 +107,22 @@ class DockerBackend(LettaBackend):
     def _bridge_loopback_urls(self) -> None:
         """Containers cannot reach the host's 127.0.0.1: relay each loopback URL of the LLM
         environment through the Docker bridge's gateway address."""
-        gateway = self._gateway()
         for key, value in self.llm_env.items():
-            parts = urlsplit(value) if "://" in value else None
-            if parts is None or parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
-                self._container_llm_env[key] = value
-                continue
-            if parts.port not in self._loopback_ports:
-                relay = tcp_relay.TcpRelay(gateway, 0, "127.0.0.1", parts.port).start()
-                self._relays.append(relay)
-                self._loopback_ports[parts.port] = (gateway, relay.port)
-            host, port = self._loopback_ports[parts.port]
-            self._container_llm_env[key] = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
+            self._container_llm_env[key] = self._relay_loopback(value)
+
+    def _relay_loopback(self, value: str) -> str:
+        """``value`` as a container reaches it: a loopback URL through a relay on the bridge's
+        gateway (one per port, kept until the backend stops), anything else unchanged."""
+        parts = urlsplit(value) if "://" in value else None
+        if parts is None or parts.hostname not in ("127.0.0.1", "localhost") or not parts.port:
+            return value
+        if parts.port not in self._loopback_ports:
+            gateway = self._gateway()
+            relay = tcp_relay.TcpRelay(gateway, 0, "127.0.0.1", parts.port).start()
+            self._relays.append(relay)
+            self._loopback_ports[parts.port] = (gateway, relay.port)
+        host, port = self._loopback_ports[parts.port]
+        return urlunsplit(parts._replace(netloc=f"{host}:{port}"))
 
     def _gateway(self) -> str:
         for name in ("bridge", self.network.name):
@@ -186,8 +191,8 @@ class DockerBackend(LettaBackend):
 
     # -- servers ---------------------------------------------------------------------------
     def start_server(self, version: str, *, database: str | None = None, secure: bool = False,
-                     password: str | None = None) -> LettaStack:
-        if self.compose is not None and self.compose.serves(version, database, secure, password):
+                     password: str | None = None, env: Mapping[str, str] | None = None) -> LettaStack:
+        if self.compose is not None and not env and self.compose.serves(version, database, secure, password):
             return self.compose.stack()
         image = self.letta_image(version)
         if database is None:
@@ -197,7 +202,8 @@ class DockerBackend(LettaBackend):
         password = password or (secrets.token_urlsafe(18) if secure else None)
         register_secret(password)
         pg = self.database_server()
-        env = {"LETTA_PG_URI": pg.network_dsn(database), **self.container_env()}
+        extra = {key: self._relay_loopback(value) for key, value in (env or {}).items()}
+        env = {"LETTA_PG_URI": pg.network_dsn(database), **self.container_env(), **extra}
         if secure:
             env.update(SECURE="true", LETTA_SERVER_PASSWORD=password)
         n = next(self._counter)

@@ -30,7 +30,7 @@ def cmd_move_to_local(args: argparse.Namespace) -> int:
             cache=cache_root(args.cache_dir), prove_progress=lambda line: print(f"letta-compat: {line}", file=sys.stderr))
 
     if args.compose:
-        from ..operations.compose_upgrade import stack_endpoints
+        from ..operations.compose_commands import stack_endpoints
 
         with stack_endpoints(args.compose, args.service, database=False) as (url, password, _):
             report = move(url, password)

@@ -30,7 +30,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.compose):
         raise LettaCompatError("backup reads one server: give --url URL (and --dsn for the pg_dump) or --compose FILE.")
     if args.compose:
-        from ..operations.compose_upgrade import stack_endpoints
+        from ..operations.compose_commands import stack_endpoints
 
         with stack_endpoints(args.compose, args.service) as (url, password, dsn):
             manifest = backup(url, Path(args.out), api_key=password, dsn=dsn)
@@ -151,8 +151,8 @@ def dsn_argument(p: argparse.ArgumentParser, help: str | None = None) -> None:
 def cmd_upgrade_compose(args: argparse.Namespace) -> int:
     from ..cache import cache_root
     from ..errors import redact
-    from ..operations.compose_upgrade import (ComposeUpgrade, ComposeUpgradeError, ComposeUpgradeRequest,
-                                              RehearsalNotIntact)
+    from ..operations.compose_commands import ComposeStackError
+    from ..operations.compose_upgrade import ComposeUpgrade, ComposeUpgradeRequest, RehearsalNotIntact
 
     given = [flag for flag, value in (("--from", args.from_version), ("--url", args.url),
                                       ("--strategy", args.strategy != "in-place")) if value]
@@ -173,7 +173,7 @@ def cmd_upgrade_compose(args: argparse.Namespace) -> int:
         return 0
     try:
         print(upgrade.apply())
-    except ComposeUpgradeError as exc:  # the stack is back on the old release, or the message says what to do
+    except ComposeStackError as exc:  # the stack is back on the old release, or the message says what to do
         print(f"letta-compat: error: {exc}", file=sys.stderr)
         return 1
     return 0

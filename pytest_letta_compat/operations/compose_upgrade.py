@@ -3,14 +3,16 @@ command, and put back by itself when any step fails.
 
 verified backup (pg_dump + every agent) → stop the Letta service → migrate with our path (the
 target's alembic head + fix-ups) → rewrite the pin (one line of the file or of .env; the
-original kept beside it) → ``up -d`` the service → wait healthy → verify every agent against
-the backup. Any failure after the stop restores the database from the backup, puts the old
-pin back, starts the old service, verifies it, and says what failed. A run that was killed
-leaves ``compose-upgrade.json`` in the backup directory; the next run puts the stack back first.
+original kept beside it) → start the new release *unpublished* (no client can reach it) →
+verify every agent against the backup → only then ``up -d`` the service on its port. Clients
+meet a closed port from the stop until the new release has been verified, never an agent that
+answers 404 or a release that is rolled back under them (lettabot#342). Any failure after the
+stop restores the database from the backup, puts the old pin back, starts the old service,
+verifies it, and says what failed. A run that was killed leaves ``compose-upgrade.json`` in
+the backup directory; the next run puts the stack back first.
 
-Docker Compose runs as the operator would run it (``-f FILE [-f OVERRIDE] -p PROJECT``); the
-database is reached through its published port, or, when it publishes none, through a relay
-container on the stack's network bound to an ephemeral port of 127.0.0.1 for the run's length.
+Docker Compose and the ways to the database and to the unpublished server are
+:mod:`.compose_commands`'.
 """
 
 from __future__ import annotations
@@ -18,25 +20,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-import subprocess
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import Version
 
 from .. import versions
-from ..backends.docker import relay
-from ..backends.docker.compose_stack import CommandFailed, compose_command, run_logged
 from ..errors import LettaCompatError, redact
-from ..matrix import compose_file
 from ..paths import write_text_atomic
-from ..postgres.client import connect
-from ..provision.procs import wait_until
-from .compose_deployment import LETTA_PORT, PG_PORT, ComposeDeployment, read_deployment
+from .compose_commands import ComposeStackError, StackCommands
+from .compose_deployment import ComposeDeployment, read_deployment
 from .rollback import rollback
 from .upgrade import (UpgradeRequest, apply_upgrade, assess, ensure_backup, finish_upgrade, format_plan,
                       server_version)
@@ -47,11 +41,9 @@ STATE_FILE = "compose-upgrade.json"
 PIN_BEFORE = "pin.before-upgrade"  # the pin's line as it was
 UNFINISHED = ("stopped", "pinned", "rollback-failed")  # phases after which the stack may be down or half-migrated
 ENCRYPTION_KEY_VARIABLE = "LETTA_COMPAT_STACK_ENCRYPTION_KEY"  # the stack's key, for alembic's environment only
-HEALTHY_TIMEOUT = 600.0
-RELAY_LABEL = "org.letta-compat.relay"  # =<compose project>: a relay a killed run left is removed by the next
 
 
-class ComposeUpgradeError(LettaCompatError):
+class ComposeUpgradeError(ComposeStackError):
     """A compose upgrade that could not go on; the stack runs the old release (see the message)."""
 
 
@@ -67,158 +59,6 @@ class ComposeUpgradeRequest:
     cache: Path
     service: str | None = None
     rehearse: bool = False  # rehearse on a snapshot of the stack's database first (on this machine)
-
-
-class StackCommands:
-    """Docker Compose and Docker for one operator project; every call's output (masked) goes to
-    ``log``."""
-
-    def __init__(self, deployment: ComposeDeployment, log: Path | None):
-        self.deployment, self.log = deployment, log  # log None: output kept only in error messages
-        files = ["-f", str(deployment.file)]
-        if (override := compose_file.override_file(deployment.file)) is not None:
-            files += ["-f", str(override)]  # -f turns off Compose's own merge of the override
-        self.compose = [*compose_command(), *files, "-p", deployment.project,
-                        "--project-directory", str(deployment.file.parent)]
-        self._relay: str | None = None
-        self._dsn: str | None = None  # one way to the database per run (and at most one relay)
-
-    @property
-    def relayed(self) -> bool:
-        """Whether the database is reached through a relay (it publishes no port)."""
-        return self._relay is not None
-
-    def run(self, argv: list[str], what: str, timeout: float = 600) -> str:
-        try:
-            return run_logged(argv, what, self.log, timeout)[0]
-        except CommandFailed as failed:
-            if failed.returncode is None:
-                raise ComposeUpgradeError(f"`{what}` did not finish within {timeout:.0f} s (log: {self.log}).") from None
-            said = [line.strip() for line in failed.output.splitlines() if line.strip()]
-            last = said[-1][-400:] if said else "no output"  # Compose v1 prints its own traceback: its last line says why
-            hint = (" Is Docker running here, and is DOCKER_HOST the engine of this stack?"
-                    if re.search(r"server API version|Cannot connect to the Docker daemon", failed.output) else "")
-            raise ComposeUpgradeError(f"`{what}` failed (exit {failed.returncode}): {last}.{hint}"
-                                      + (f" Full output: {self.log}" if self.log else "")) from None
-
-    def compose_run(self, *args: str, timeout: float = 600) -> str:
-        return self.run([*self.compose, *args], f"docker compose {' '.join(args)}", timeout)
-
-    def host_port(self, service: str, target: int) -> int | None:
-        """The 127.0.0.1 port Docker publishes ``service``'s ``target`` on, or None."""
-        try:
-            out = self.compose_run("port", service, str(target), timeout=60).strip()
-        except ComposeUpgradeError:
-            return None
-        port = out.rsplit(":", 1)[-1]
-        return int(port) if port.isdigit() and port != "0" else None
-
-    def container(self, service: str) -> str | None:
-        ids = self.compose_run("ps", "-q", service, timeout=60).split()
-        return ids[0] if ids else None
-
-    def database_dsn(self) -> str:
-        """Letta's database as this machine reaches it: its published port, or a relay."""
-        if self._dsn is None:
-            self._dsn = self._reach_database()
-        return self._dsn
-
-    def _reach_database(self) -> str:
-        db = self.deployment.database
-        if db.service is None:
-            return db.dsn(db.host, db.port)
-        port = self.host_port(db.service, db.port)
-        if port is not None:
-            return db.dsn("127.0.0.1", port)
-        dsn = db.dsn("127.0.0.1", self._start_relay(db.service, db.host, db.port))
-
-        def answers() -> bool:  # Docker's port accepts at once; the relay's python listens a moment later
-            try:
-                with connect(dsn, connect_timeout=5):
-                    return True
-            except LettaCompatError:
-                return False
-
-        wait_until(f"the relay to the database service `{db.service}`", answers, timeout=60, interval=1)
-        return dsn
-
-    def _start_relay(self, service: str, host: str, port: int) -> int:
-        container = self.container(service)
-        if container is None:
-            raise ComposeUpgradeError(f"the database service `{service}` of {self.deployment.file} is not running: "
-                                      "start the stack (`docker compose up -d`) and run the command again.")
-        networks = json.loads(self.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Networks}}",
-                                        container], "docker inspect (the database's network)", 60))
-        network = next(iter(networks))
-        source = Path(relay.__file__).read_text(encoding="utf-8")
-        self._remove_relays()  # a killed run's
-        self._relay = self.run(
-            ["docker", "run", "-d", "--rm", "--label", self._relay_label, "--network", network,
-             "-p", f"127.0.0.1::{PG_PORT}", "--entrypoint", "python3", self.deployment.image, "-c", source,
-             "0.0.0.0", str(PG_PORT), host, str(port)], "docker run (a relay to the database)", 300).strip()
-        out = self.run(["docker", "port", self._relay, f"{PG_PORT}/tcp"], "docker port (the relay)", 60)
-        return int(out.split()[0].rsplit(":", 1)[-1])
-
-    @property
-    def _relay_label(self) -> str:
-        return f"{RELAY_LABEL}={self.deployment.project}"
-
-    def _remove_relays(self) -> None:
-        listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={self._relay_label}"],
-                                capture_output=True, text=True)
-        for container in listed.stdout.split():
-            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
-
-    def close(self) -> None:
-        if self._relay:
-            self._remove_relays()
-            self._relay, self._dsn = None, None
-
-    def letta_url(self) -> str | None:
-        port = self.host_port(self.deployment.service, LETTA_PORT)
-        return f"http://127.0.0.1:{port}" if port else None
-
-    def stop_letta(self) -> None:
-        self.compose_run("stop", self.deployment.service)
-
-    def start_letta(self) -> None:
-        self.compose_run("up", "-d", "--no-deps", self.deployment.service)
-
-    def wait_healthy(self, version: str, api_key: str | None, timeout: float = HEALTHY_TIMEOUT) -> str:
-        """The Letta service's URL once it answers as ``version``."""
-        deadline = time.monotonic() + timeout
-        seen = None
-        while time.monotonic() < deadline:
-            url = self.letta_url()
-            if url is not None:
-                try:
-                    seen = server_version(url, api_key)
-                except LettaCompatError:
-                    seen = None
-                if seen == version:
-                    return url
-            time.sleep(2)
-        raise ComposeUpgradeError(f"the service `{self.deployment.service}` did not answer as Letta {version} within "
-                                  f"{timeout:.0f} s (last seen: {seen or 'nothing'}); its log: `docker compose logs "
-                                  f"{self.deployment.service}` (this run's: {self.log})")
-
-
-@contextmanager
-def stack_endpoints(file: str | os.PathLike, service: str | None = None, *,
-                    database: bool = True) -> Iterator[tuple[str, str | None, str | None]]:
-    """(Letta's URL, its password, its database's DSN or None without ``database``) as this
-    machine reaches a running compose stack, for the commands that read it (backup,
-    move-to-local); a relay, when one was needed, is removed at the end."""
-    deployment = read_deployment(file, service)
-    commands = StackCommands(deployment, None)
-    try:
-        url = commands.letta_url()
-        if url is None:
-            raise ComposeUpgradeError(f"service `{deployment.service}` of {deployment.file} publishes no port for "
-                                      f"{LETTA_PORT}, or is not running: start the stack (`docker compose up -d`).")
-        yield url, deployment.password, commands.database_dsn() if database else None
-    finally:
-        commands.close()
 
 
 # -- the pin -------------------------------------------------------------------------------------
@@ -315,8 +155,9 @@ class ComposeUpgrade:
             if self.request.rehearse:
                 lines += self._rehearsal(dsn, found.request.encryption_key_env)
             lines.append(f"With --apply: back up, stop `{self.deployment.service}`, migrate, pin "
-                         f"{self.request.to_version} in {self.deployment.pin.file.name}, start it, verify every agent; "
-                         "on any failure the database, the pin and the old service come back by themselves.")
+                         f"{self.request.to_version} in {self.deployment.pin.file.name}, start it with no port "
+                         "published, verify every agent, then open its port; on any failure the database, the pin "
+                         "and the old service come back by themselves (clients meet a closed port until then).")
             return redact("\n".join(lines))
         finally:
             commands.close()
@@ -365,6 +206,7 @@ class ComposeUpgrade:
 
     def _apply(self, commands: StackCommands) -> str:
         d, to, progress = self.deployment, self.request.to_version, self.progress
+        commands.sweep()  # a killed run's relays and unpublished server
         if self.interrupted is not None:
             self._undo_interrupted(commands)
         url = commands.letta_url()
@@ -377,30 +219,35 @@ class ComposeUpgrade:
         if self.request.rehearse:
             for line in self._rehearsal(dsn, request.encryption_key_env):
                 progress(line)
-        progress(f"1/6 backup: every agent of {url} and the database into {self.backup}")
+        progress(f"1/7 backup: every agent of {url} and the database into {self.backup}")
         ensure_backup(assess(request, with_backup=False), progress)
         self._state("backed-up")
-        progress(f"2/6 stop: docker compose stop {d.service}")
+        progress(f"2/7 stop: docker compose stop {d.service}")
         commands.stop_letta()
         self._state("stopped")
         step = "migrate"
         try:
-            progress(f"3/6 migrate: Letta {d.version} -> {to}")
+            progress(f"3/7 migrate: Letta {d.version} -> {to}")
             outcome = apply_upgrade(request, progress=progress)
             step = "pin"
             new_line = rewrite_pin(d, to, self.workdir)
             self._state("pinned")
-            progress(f"4/6 pin: {d.pin.file}:{d.pin.line} now reads `{new_line.strip()}` (before: "
+            progress(f"4/7 pin: {d.pin.file}:{d.pin.line} now reads `{new_line.strip()}` (before: "
                      f"{self.workdir / PIN_BEFORE})")
             step = "start"
-            progress(f"5/6 start: docker compose up -d --no-deps {d.service}")
-            commands.start_letta()
-            request.url = commands.wait_healthy(to, d.password)
+            progress(f"5/7 start: Letta {to} unpublished (docker compose run --no-deps {d.service}: no port, "
+                     "clients still meet a closed one)")
+            request.url = commands.wait_healthy(to, d.password, url=commands.start_unpublished())
             step = "verify"
-            progress(f"6/6 verify every agent of the backup on Letta {to} at {request.url}")
+            progress(f"6/7 verify every agent of the backup on Letta {to} (through a relay of ours)")
             report = finish_upgrade(request, progress=progress)
             if not report.ok:
                 raise ComposeUpgradeError("verify found agents that differ from the backup:\n" + report.format_table())
+            step = "open"
+            progress(f"7/7 open: verified; docker compose up -d --no-deps {d.service} (its port opens)")
+            commands.remove_unpublished()
+            commands.start_letta()
+            commands.wait_healthy(to, d.password)
         except (LettaCompatError, OSError) as exc:
             self._roll_back(commands, dsn, step, exc)
         self._state("done", revision=outcome.revision)

@@ -98,10 +98,10 @@ def test_rewriting_changes_the_release_and_nothing_else(before, after, v):
 
 
 def test_a_failing_compose_call_is_one_line_without_its_traceback(tmp_path, monkeypatch):
-    from pytest_letta_compat.operations import compose_upgrade
+    from pytest_letta_compat.operations import compose_commands
 
-    monkeypatch.setattr(compose_upgrade, "compose_command", lambda: ["docker-compose"])
-    commands = compose_upgrade.StackCommands(read_deployment(stack(tmp_path)), tmp_path / "run.log")
+    monkeypatch.setattr(compose_commands, "compose_command", lambda: ["docker-compose"])
+    commands = compose_commands.StackCommands(read_deployment(stack(tmp_path)), tmp_path / "run.log")
     script = ("import sys; print('Traceback (most recent call last):\\n  File \"x.py\", line 1\\n"
               "docker.errors.DockerException: Error while fetching server API version'); sys.exit(1)")
     with pytest.raises(LettaCompatError) as caught:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -185,7 +186,52 @@ def stack_factory(docker, tmp_path):
         left += relays
         subprocess.run(["docker", "rm", "-f", *relays], capture_output=True) if relays else None
         subprocess.run([*stack.compose, "down", "-v", "--remove-orphans"], capture_output=True, cwd=stack.dir)
-    assert not left, f"relay containers left running after the commands ended: {left}"
+    assert not left, f"relays or unpublished servers left running after the commands ended: {left}"
+
+
+class Client(threading.Thread):
+    """A client of the stack while the upgrade runs (as lettabot#342's bot): every moment, the
+    stack's published port, the release answering there and ``GET /v1/agents/{id}``'s status;
+    ``seen`` is [(monotonic time of the answer, release or None, status or None)], None where nothing
+    answered."""
+
+    def __init__(self, stack: Stack, agent_id: str):
+        super().__init__(daemon=True)
+        self.stack, self.agent_id, self.seen = stack, agent_id, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            release, status = None, None
+            port = subprocess.run([*self.stack.compose, "port", "letta_server", "8283"], capture_output=True,
+                                  text=True, cwd=self.stack.dir).stdout.strip().rsplit(":", 1)[-1]
+            if port.isdigit() and port != "0":
+                try:
+                    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5,
+                                      headers={"Authorization": f"Bearer {self.stack.password}"}) as client:
+                        release = client.get("/v1/health/").json().get("version")
+                        status = client.get(f"/v1/agents/{self.agent_id}").status_code
+                except (httpx.HTTPError, ValueError):
+                    pass
+            self.seen.append((time.monotonic(), release, status))  # when the answer came
+            time.sleep(0.5)
+
+
+def upgrade_watched(stack: Stack, backup: Path, agent_id: str, *, cache: Path) -> tuple[int, list, list]:
+    """``upgrade --compose --apply`` with a client polling the stack throughout: (exit status,
+    [(time, line printed)], the client's ``seen``)."""
+    argv = [sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(cache), "upgrade", "--compose",
+            str(stack.file), "--to", NEW, "--backup", str(backup), "--apply"]
+    client = Client(stack, agent_id)
+    client.start()
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = [(time.monotonic(), line) for line in proc.stdout]
+        proc.wait(timeout=60)
+    finally:
+        client.done.set()
+        client.join(timeout=60)
+    return proc.returncode, lines, client.seen
 
 
 def upgrade(stack: Stack, backup: Path, *extra: str, cache: Path) -> subprocess.CompletedProcess:
@@ -214,10 +260,17 @@ def test_compose_stack_upgrades_in_one_command(stack_factory, letta_backend, tmp
     assert "through a relay" in dry.stdout
     assert f"LETTA_VERSION={OLD}" in (stack.dir / ".env").read_text()
 
-    applied = upgrade(stack, backup, "--apply", cache=letta_backend.cache)
-    output = applied.stdout + applied.stderr
-    assert applied.returncode == 0, output
+    status, lines, seen = upgrade_watched(stack, backup, seeded["tool-user"], cache=letta_backend.cache)
+    output = "".join(line for _, line in lines)
+    assert status == 0, output
     assert f"LETTA_VERSION={NEW}" in (stack.dir / ".env").read_text()
+    # lettabot#342: a client never hears "agent gone", and never meets the new release before it was verified
+    stopped = next(t for t, line in lines if line.startswith("2/7 stop"))
+    opened = next(t for t, line in lines if line.startswith("7/7 open"))
+    assert not [s for s in seen if s[2] == 404], seen
+    assert [s for s in seen if stopped < s[0] < opened and s[1] is None], "the client did not poll while it was down"
+    early = [s for s in seen if s[1] == NEW and s[0] < opened]
+    assert not early, f"the client met Letta {NEW} before it was verified: {early[:3]} (opened at {opened})"
     stack.wait(NEW)
     after = stack.agents()
     assert {name: after[name]["id"] for name in seeded} == seeded  # same agents, same ids, "/" kept

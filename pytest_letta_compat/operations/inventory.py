@@ -64,6 +64,7 @@ class AgentFacts:
     tools: list[str] = field(default_factory=list)
     archival_passages: int = 0
     runs: int = 0  # the run history a client can list (old releases: runs kept as rows of jobs)
+    steps: int = 0  # the agent's recorded steps (each LLM call of a run, with its token usage)
     embedding: str | None = None  # "<endpoint type>/<model>" archival memory embeds with
     pending_approvals: int = 0  # tool calls waiting for a person: every new message answers 409 until answered
     sources: int = 0
@@ -77,6 +78,7 @@ class AgentFacts:
                 "messages_by_role": dict(sorted(self.messages_by_role.items())),
                 "blocks": {label: length for label, (length, _) in sorted(self.blocks.items())},
                 "tools": self.tools, "archival_passages": self.archival_passages, "runs": self.runs,
+                "steps": self.steps,
                 "embedding": self.embedding, "pending_approvals": self.pending_approvals,
                 "sources": self.sources,
                 "tool_env_vars": {k: s.state for k, s in sorted(self.env_vars.items())},
@@ -148,6 +150,10 @@ def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
     for agent_id, count in conn.execute(f"SELECT agent_id, count(*) FROM ({runs_query(conn)}) r GROUP BY 1"):
         if agent_id in agents:
             agents[agent_id].runs = count
+    if "agent_id" in table_columns(conn, "steps"):
+        for agent_id, count in conn.execute("SELECT agent_id, count(*) FROM steps GROUP BY 1"):
+            if agent_id in agents:
+                agents[agent_id].steps = count
     for agent_id, count in conn.execute("SELECT agent_id, count(*) FROM sources_agents GROUP BY 1"):
         if agent_id in agents:
             agents[agent_id].sources = count
@@ -228,7 +234,8 @@ def api_inventory(api: LettaAPI, base: Inventory) -> Inventory:
     for agent_id, stored in base.agents.items():
         facts = AgentFacts(agent_id, stored.name, hidden=stored.hidden, listed=agent_id in listed,
                            stored_messages=stored.stored_messages, messages_by_role=dict(stored.messages_by_role),
-                           archival_passages=stored.archival_passages, runs=stored.runs, sources=stored.sources,
+                           archival_passages=stored.archival_passages, runs=stored.runs, steps=stored.steps,
+                           sources=stored.sources,
                            embedding=stored.embedding, pending_approvals=stored.pending_approvals, via="api")
         state = api.find_agent(agent_id)
         if state is None:
@@ -305,6 +312,8 @@ def compare_agent(before: AgentFacts, after: AgentFacts | None) -> tuple[str, li
                      f"{after.pending_approvals} after")
     if after.runs < before.runs:
         diffs.append(f"runs: {before.runs} before, {after.runs} after (GET /v1/runs?agent_id= lists only the runs after)")
+    if after.steps < before.steps:
+        diffs.append(f"steps: {before.steps} before, {after.steps} after")
     if after.sources != before.sources:
         diffs.append(f"sources: {before.sources} before, {after.sources} after")
     diffs += compare_secrets(before.env_vars, after.env_vars)

@@ -82,6 +82,7 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
     assert long["before"]["stored_messages"] > 120
     assert long["after"]["stored_messages"] == long["before"]["stored_messages"]
     assert long["before"]["runs"] >= 6 and long["after"]["runs"] == long["before"]["runs"]  # a run per turn
+    assert long["before"]["steps"] >= 6 and long["after"]["steps"] == long["before"]["steps"]  # a step per LLM call
     assert any(f.startswith("run history: ") and "567e9fe06270" in f and "repaired" in f for f in compat["fixups"])
     tool_user = named["tool-user"]
     assert "roll_dice" in tool_user["after"]["tools"] and tool_user["after"]["archival_passages"] == 2

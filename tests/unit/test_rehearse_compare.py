@@ -13,7 +13,7 @@ def facts(**overrides) -> AgentFacts:
     base = dict(id="agent-1", name="AI/ML Expert", stored_messages=130,
                 messages_by_role={"user": 40, "assistant": 45, "tool": 40, "system": 5},
                 blocks={"human": (10, "a"), "persona": (20, "b")}, tools=["roll_dice", "send_message"],
-                archival_passages=2, runs=7, sources=1, embedding="openai/fake-embedding", env_vars={"TOKEN": Secret.of("s3cret-value")}, via="api")
+                archival_passages=2, runs=7, steps=9, sources=1, embedding="openai/fake-embedding", env_vars={"TOKEN": Secret.of("s3cret-value")}, via="api")
     base.update(overrides)
     return AgentFacts(**base)
 
@@ -40,6 +40,7 @@ def test_more_messages_after_is_still_intact():
      "embedding: openai/text-embedding-3-small instead of openai/fake-embedding (archival memory is searched with it)"),
     (dict(pending_approvals=2), "pending_approvals: 0 tool call(s) waiting before, 2 after"),
     (dict(runs=0), "runs: 7 before, 0 after (GET /v1/runs?agent_id= lists only the runs after)"),
+    (dict(steps=4), "steps: 9 before, 4 after"),
     (dict(env_vars={"TOKEN": Secret.of("<encrypted>")}),
      "tool_env_vars[TOKEN]: no longer readable (the API returns the placeholder '<encrypted>' instead of the value; "
      "value masked)"),

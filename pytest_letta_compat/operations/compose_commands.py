@@ -25,7 +25,7 @@ from ..errors import LettaCompatError
 from ..matrix import compose_file
 from ..postgres.client import connect
 from ..provision.procs import wait_until
-from .compose_deployment import LETTA_PORT, PG_PORT, ComposeDeployment, read_deployment
+from .compose_deployment import LETTA_PORT, ComposeDeployment, read_deployment
 from .upgrade import server_version
 
 HEALTHY_TIMEOUT = 600.0

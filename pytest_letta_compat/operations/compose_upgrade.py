@@ -12,7 +12,7 @@ verifies it, and says what failed. A run that was killed leaves ``compose-upgrad
 the backup directory; the next run puts the stack back first.
 
 Docker Compose and the ways to the database and to the unpublished server are
-:mod:`.compose_commands`'.
+:mod:`.compose_commands`.
 """
 
 from __future__ import annotations

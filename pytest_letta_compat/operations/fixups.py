@@ -12,7 +12,11 @@ The fourth gives back the run history Letta 0.12.0's migration 567e9fe06270 left
 made a new, empty ``runs`` table and kept the old runs only as rows of ``jobs``.
 The fifth gives MCP servers their tools back: 0.13.0's migration c6c43222e2de made the
 ``mcp_tools`` table the server reads them from, empty (letta#3353).
-The sixth rebuilds indexes an interrupted ``CREATE INDEX CONCURRENTLY`` left INVALID (0.16.7's
+The sixth gives an archive emptied before 0.13.0 its agent's embedding back: that release's
+migration f6cd5a1e519d gave every archive an embedding of its own, the first passage's, or for an
+archive with none Letta's hosted ``letta-free`` (https://embeddings.letta.com/), which archival
+memory then uses instead of the agent's own (letta#3210's symptom).
+The seventh rebuilds indexes an interrupted ``CREATE INDEX CONCURRENTLY`` left INVALID (0.16.7's
 migrations use ``IF NOT EXISTS``, so re-running them never does).
 Everything runs in one transaction in whichever schema holds the tables.
 """
@@ -254,8 +258,38 @@ class McpToolMappings:
                 _MCP_TOOLS_UNLISTED))
 
 
+# the agents' own embedding of an archive the backfill gave letta-free, where they agree on one
+_OWN_EMBEDDING = sql.SQL(
+    "SELECT min(ag.embedding_config::text)::json FROM archives_agents aa JOIN agents ag ON ag.id = aa.agent_id "
+    "WHERE aa.archive_id = a.id AND NOT ag.is_deleted AND ag.embedding_config::jsonb->>'embedding_model' <> 'letta-free' "
+    "HAVING count(DISTINCT ag.embedding_config::jsonb) = 1")
+_ARCHIVES_ON_THE_BACKFILL_DEFAULT = sql.SQL(
+    "FROM archives a WHERE NOT a.is_deleted AND a.embedding_config::jsonb->>'embedding_model' = 'letta-free' "
+    "AND a.embedding_config::jsonb->>'embedding_endpoint' = 'https://embeddings.letta.com/' "
+    "AND NOT EXISTS (SELECT 1 FROM archival_passages p WHERE p.archive_id = a.id AND NOT p.is_deleted) "
+    "AND ({}) IS NOT NULL").format(_OWN_EMBEDDING)
+
+
+class ArchiveEmbedding:
+    name = "archive embedding"
+
+    def detect(self, conn: psycopg.Connection) -> str | None:
+        if "embedding_config" not in table_columns(conn, "archives"):
+            return None
+        archives = conn.execute(sql.SQL("SELECT count(*) {}").format(_ARCHIVES_ON_THE_BACKFILL_DEFAULT)).fetchone()[0]
+        if not archives:
+            return None
+        return (f"{archives} empty archive(s) embed with Letta's hosted letta-free, not their agent's own embedding: "
+                "Letta 0.13.0's migration f6cd5a1e519d gave an archive with no passage that default, so archival "
+                "insert and search call https://embeddings.letta.com/ (letta#3210's symptom)")
+
+    def apply(self, conn: psycopg.Connection) -> None:
+        conn.execute(sql.SQL("UPDATE archives a SET embedding_config = ({}) WHERE a.id IN (SELECT a.id {})").format(
+            _OWN_EMBEDDING, _ARCHIVES_ON_THE_BACKFILL_DEFAULT))
+
+
 FIXUPS = (SequenceDefault(), SequenceBehind(), PlaintextSecrets(), RunsFromJobs(), McpToolMappings(),
-          InvalidIndexes())
+          ArchiveEmbedding(), InvalidIndexes())
 
 
 def run_fixups(database: LettaDatabase, *, apply: bool) -> list[FixupResult]:

@@ -187,3 +187,36 @@ def test_the_fixup_rebuilds_an_index_left_invalid_and_then_finds_nothing(cluster
         assert read_schema(conn).tables["messages"].indexes["idx_messages_on_updated_at"].valid
     again = {r.name: r for r in run_fixups(database, apply=True)}["indexes left INVALID"]
     assert again.drift is None and not again.applied
+
+
+def test_the_fixup_gives_an_emptied_archive_its_agents_embedding_and_leaves_the_others(cluster):
+    """Letta 0.13.0's migration gives an archive with no passage Letta's hosted letta-free; only
+    such an archive whose agents agree on an embedding of their own gets theirs, once."""
+    own = '{"embedding_endpoint_type": "openai", "embedding_model": "fake-embedding", "embedding_dim": 64}'
+    other = '{"embedding_endpoint_type": "openai", "embedding_model": "other-embedding", "embedding_dim": 64}'
+    free = ('{"embedding_endpoint_type": "openai", "embedding_model": "letta-free", '
+            '"embedding_endpoint": "https://embeddings.letta.com/", "embedding_dim": 1536}')
+    cluster.create_database("archives")
+    with cluster.connect("archives") as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num text)")
+        conn.execute("CREATE TABLE messages (id text, updated_at timestamptz, sequence_id bigint)")
+        conn.execute("CREATE TABLE agents (id text, is_deleted bool DEFAULT false, embedding_config json)")
+        conn.execute("CREATE TABLE archives (id text, is_deleted bool DEFAULT false, embedding_config json)")
+        conn.execute("CREATE TABLE archives_agents (agent_id text, archive_id text)")
+        conn.execute("CREATE TABLE archival_passages (id text, archive_id text, is_deleted bool DEFAULT false)")
+        conn.execute("INSERT INTO agents (id, embedding_config) VALUES ('emptied', %s), ('filled', %s), "
+                     "('on-free', %s), ('shared-1', %s), ('shared-2', %s)", (own, own, free, own, other))
+        conn.execute("INSERT INTO archives (id, embedding_config) VALUES ('a-emptied', %s), ('a-filled', %s), "
+                     "('a-on-free', %s), ('a-shared', %s)", (free, free, free, free))
+        conn.execute("INSERT INTO archives_agents VALUES ('emptied', 'a-emptied'), ('filled', 'a-filled'), "
+                     "('on-free', 'a-on-free'), ('shared-1', 'a-shared'), ('shared-2', 'a-shared')")
+        conn.execute("INSERT INTO archival_passages VALUES ('p', 'a-filled', false), ('gone', 'a-emptied', true)")
+    database = LettaDatabase(cluster.dsn("archives"))
+    first = {r.name: r for r in run_fixups(database, apply=True)}["archive embedding"]
+    assert first.applied and first.drift.startswith("1 empty archive(s) embed with Letta's hosted letta-free")
+    with cluster.connect("archives") as conn:
+        models = dict(conn.execute("SELECT id, embedding_config::jsonb->>'embedding_model' FROM archives").fetchall())
+    assert models == {"a-emptied": "fake-embedding", "a-filled": "letta-free", "a-on-free": "letta-free",
+                      "a-shared": "letta-free"}
+    again = {r.name: r for r in run_fixups(database, apply=True)}["archive embedding"]
+    assert again.drift is None and not again.applied

@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from packaging.version import Version
+
 from ..backends.base import LettaBackend, LettaStack
 from ..cache import locked
 from ..paths import atomic_path
@@ -48,6 +50,8 @@ TOOL_SOURCE = '''def roll_die(sides: int) -> str:
     return str(sides)
 '''
 ARCHIVAL_TEXT = "an archival passage"
+EMPTIED_ARCHIVE = "big-memory"  # its archival memory had a passage, deleted before the upgrade
+ARCHIVE_EMBEDDING_BACKFILL = Version("0.13.0")  # migration f6cd5a1e519d: archives get an embedding of their own
 SEED_DUMP, SEED_FACTS = "seeded.dump", "seed.json"  # in a seed cache directory; the facts are written last
 
 
@@ -171,6 +175,11 @@ class UpgradePath:
                 backup(seeding.url, self.backup_dir, api_key=self.password, dsn=seeding.dsn, progress=progress)
                 # archival last: on a fresh 0.16.2 the first request after the first archival insert can hang
                 # 60 s in asyncpg's connect and answer 500 (Letta's process loses the socket's epoll registration)
+                if Version(self.from_version) < ARCHIVE_EMBEDDING_BACKFILL:  # an archive left empty (hard delete)
+                    stored = client.post(f"/v1/agents/{self.agents[EMPTIED_ARCHIVE]}/archival-memory",
+                                         json={"text": "a passage deleted before the upgrade"}).raise_for_status()
+                    client.delete(f"/v1/agents/{self.agents[EMPTIED_ARCHIVE]}/archival-memory/"
+                                  f"{stored.json()[0]['id']}").raise_for_status()
                 insert_passage(client, self.agents["long-history"], ARCHIVAL_TEXT)
         finally:
             seeding.stop()  # the database is copied next: nothing may be connected to it

@@ -16,7 +16,8 @@ from pytest_letta_compat.backends.base import LettaStack
 from pytest_letta_compat.operations.backup import backup
 from pytest_letta_compat.operations.fixups import RUN_STATUSES
 from pytest_letta_compat.operations.inventory import runs_query
-from pytest_letta_compat.operations.upgrade_path import ARCHIVAL_TEXT, upgrade_stopped
+from pytest_letta_compat.operations.upgrade_path import (ARCHIVAL_TEXT, ARCHIVE_EMBEDDING_BACKFILL, EMPTIED_ARCHIVE,
+                                                         upgrade_stopped)
 from pytest_letta_compat.plugin.reporting import NOTE_PROPERTY
 from pytest_letta_compat.provision import fake_mcp
 from pytest_letta_compat.provision.fake_llm_replies import TOOL_DIRECTIVE
@@ -45,19 +46,34 @@ def test_run_history_survives_the_upgrade(letta_upgrade_entry, letta_upgrade_pat
     assert {run_id: listed[run_id] for run_id in before} == before
 
 
-def test_archival_memory_uses_the_agents_own_embedding_after_the_upgrade(letta_upgrade_entry, letta_upgrade_path):
+def test_archival_memory_uses_the_agents_own_embedding_after_the_upgrade(letta_upgrade_entry, letta_upgrade_path,
+                                                                        letta_backend):
     """An agent whose embedding is not Letta's default (the fake LLM's ``fake-embedding``, at its
     own endpoint) with a passage stored on the old release: on the new one a semantic search
     finds it and a new passage is stored and found. letta#3210: after an upgrade the archival
-    path used the default ``openai/text-embedding-3-small`` instead ("Embedding model not found")."""
+    path used another embedding than the agent's ("Embedding model not found"). So does an agent
+    whose archive was emptied before 0.13.0: that release's migration f6cd5a1e519d gives an
+    archive with no passage Letta's hosted ``letta-free`` (checked in the database first, so
+    that nothing is sent off this machine)."""
     path, new = letta_upgrade_path, letta_upgrade_entry.to_version
+    emptied = path.agents[EMPTIED_ARCHIVE]
+    if Version(letta_upgrade_entry.from_version) < ARCHIVE_EMBEDDING_BACKFILL <= Version(new):
+        with letta_backend.connect(path.upgraded) as conn:
+            embeddings = conn.execute(
+                "SELECT a.embedding_config::jsonb->>'embedding_model', ag.embedding_config::jsonb->>'embedding_model' "
+                "FROM archives_agents aa JOIN archives a ON a.id = aa.archive_id JOIN agents ag ON ag.id = aa.agent_id "
+                "WHERE aa.agent_id = %s", (emptied,)).fetchall()
+        assert embeddings, f"the archive {EMPTIED_ARCHIVE!r} had on the old release is gone on {new}"
+        assert all(archive == own for archive, own in embeddings), (
+            f"{EMPTIED_ARCHIVE!r}'s archive, emptied before the upgrade, embeds on {new} with {embeddings[0][0]!r}, "
+            f"not the agent's own {embeddings[0][1]!r} (Letta 0.13.0's migration f6cd5a1e519d)")
     agent_id = path.agents["long-history"]  # its passage is stored last, when the path is seeded
     added = f"a passage stored on {new} after the upgrade"
     with path.new_server().client() as client:
-        def search(query: str) -> list[str]:  # semantic search; before 0.11.7 the list's search= only
-            found = client.get(f"/v1/agents/{agent_id}/archival-memory/search", params={"query": query, "top_k": 10})
+        def search(query: str, agent: str = agent_id) -> list[str]:  # semantic; before 0.11.7 the list's search=
+            found = client.get(f"/v1/agents/{agent}/archival-memory/search", params={"query": query, "top_k": 10})
             if found.status_code == 404 and "Not Found" in found.text:
-                found = client.get(f"/v1/agents/{agent_id}/archival-memory", params={"search": query, "limit": 10})
+                found = client.get(f"/v1/agents/{agent}/archival-memory", params={"search": query, "limit": 10})
             assert found.status_code == 200, f"archival search on {new}: {found.status_code} {found.text[:300]}"
             body = found.json()
             return [r["content"] for r in body["results"]] if isinstance(body, dict) else [p["text"] for p in body]
@@ -83,6 +99,9 @@ def test_archival_memory_uses_the_agents_own_embedding_after_the_upgrade(letta_u
 
         tool_turn("archival_memory_insert", {"content": f"{added}, by the agent"})
         assert ARCHIVAL_TEXT in tool_turn("archival_memory_search", {"query": ARCHIVAL_TEXT})
+
+        insert_passage(client, emptied, added)  # on the agent's own embedding, as before the upgrade
+        assert added in search(added, emptied)
 
 
 APPROVAL_TOOL = '''def launch(target: str) -> str:

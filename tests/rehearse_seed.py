@@ -73,6 +73,10 @@ def seed(letta_backend, letta_server_factory, letta_fake_llm, dump: Path) -> tup
             agent = create_agent(client, f"seed-{key}", letta_fake_llm.base_url)
             client.patch(f"/v1/agents/{agent['id']}", json={"name": final}).raise_for_status()
             agents[key] = agent["id"]
+        # an archive left empty (0.11.x deletes passages for good): 0.13.0's migration gives it letta-free
+        stored = client.post(f"/v1/agents/{agents['slash']}/archival-memory",
+                             json={"text": "a passage deleted before the upgrade"}).raise_for_status()
+        client.delete(f"/v1/agents/{agents['slash']}/archival-memory/{stored.json()[0]['id']}").raise_for_status()
         tool = client.post("/v1/tools/", json={"source_code": TOOL_SOURCE})
         tool.raise_for_status()
         secretive = create_agent(client, "tool-user", letta_fake_llm.base_url,

@@ -102,6 +102,12 @@ def _alive(columns: Collection[str], alias: str = "") -> str:
     return f"NOT {alias}is_deleted" if "is_deleted" in columns else "TRUE"
 
 
+def _embedding(column: str) -> str:
+    """SQL for "<endpoint type>/<model>" of an embedding_config column (NULL when it says none)."""
+    return (f"nullif(concat_ws('/', {column}::jsonb->>'embedding_endpoint_type', {column}::jsonb->>'embedding_model'), "
+            "'')")
+
+
 def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
     """Everything the database itself says, in a handful of aggregate queries."""
     conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
@@ -110,9 +116,12 @@ def sql_inventory(conn: psycopg.Connection, schema: str) -> Inventory:
     agents = {row[0]: AgentFacts(row[0], row[1], hidden=row[2]) for row in conn.execute(
         f"SELECT id, name, {hidden} FROM agents WHERE {_alive(agent_cols)} ORDER BY created_at, id")}
     if "embedding_config" in agent_cols:
-        for agent_id, embedding in conn.execute(
-                "SELECT id, nullif(concat_ws('/', embedding_config::jsonb->>'embedding_endpoint_type', "
-                "embedding_config::jsonb->>'embedding_model'), '') FROM agents"):
+        # archival memory embeds with the agent's own, and from 0.13.0 (migration f6cd5a1e519d) with its archive's
+        for agent_id, embedding, _ in conn.execute(
+                f"SELECT id, {_embedding('embedding_config')}, 0 FROM agents"
+                + (f" UNION ALL SELECT aa.agent_id, {_embedding('a.embedding_config')}, 1 FROM archives_agents aa "
+                   "JOIN archives a ON a.id = aa.archive_id" if "embedding_config" in table_columns(conn, "archives")
+                   else "") + " ORDER BY 3"):  # the archive's last: it is the one used
             if agent_id in agents:
                 agents[agent_id].embedding = embedding
     message_cols = table_columns(conn, "messages")

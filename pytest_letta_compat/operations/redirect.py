@@ -19,7 +19,10 @@ from ..schema.inspect import table_columns
 # (table, JSON column, endpoint key, endpoint type key)
 _ENDPOINTS = (("agents", "llm_config", "model_endpoint", "model_endpoint_type"),
               ("agents", "embedding_config", "embedding_endpoint", "embedding_endpoint_type"),
-              ("sources", "embedding_config", "embedding_endpoint", "embedding_endpoint_type"))
+              ("sources", "embedding_config", "embedding_endpoint", "embedding_endpoint_type"),
+              # archival memory: from 0.13.0 its archive's (migration f6cd5a1e519d copies a passage's there)
+              ("archives", "embedding_config", "embedding_endpoint", "embedding_endpoint_type"),
+              ("archival_passages", "embedding_config", "embedding_endpoint", "embedding_endpoint_type"))
 
 
 def _shown_endpoint(url: str) -> str:

@@ -103,6 +103,11 @@ def test_a_0_11_3_dump_comes_through_to_0_16_8_and_the_image_path_loses_the_tool
     runs_lost = by_name(image)["long-history"]
     assert runs_lost["after"]["runs"] == 0 and f"runs: {long['before']['runs']} before, 0 after" in " ".join(
         runs_lost["differences"])
+    # an archive emptied before 0.13.0: Letta's migration gives it letta-free, the fix-up the agent's own
+    emptied = by_name(image)[SLASH_NAME]
+    assert any(d.startswith("embedding: openai/letta-free instead of ") for d in emptied["differences"]), emptied
+    assert named[SLASH_NAME]["after"]["embedding"] == named[SLASH_NAME]["before"]["embedding"]
+    assert any(f.startswith("archive embedding: 1 empty archive") and "repaired" in f for f in compat["fixups"])
     # the path that changed keeps its server log where a person finds it, masked; the intact one names none
     kept = Path(image["log"])
     assert kept.is_file() and "letta-server" in kept.name and f"log: {kept}" in result.stdout

@@ -11,7 +11,6 @@ worker's order is not known up front, so nothing starts ahead there; ``--no-lett
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -240,7 +239,7 @@ def _quietly(call, *args) -> None:
 def register(config: pytest.Config) -> None:
     """Start ahead unless switched off, or on an xdist worker (its share of the order is not
     known up front), or without a matrix (nothing to start)."""
-    if not settings.of(config).prestart or os.environ.get("PYTEST_XDIST_WORKER") or config.stash.get(MATRIX_KEY, None) is None:
+    if not settings.of(config).prestart or hasattr(config, "workerinput") or config.stash.get(MATRIX_KEY, None) is None:
         return
     prestart = Prestart(config)
     config.stash[PRESTART_KEY] = prestart

@@ -81,7 +81,8 @@ LETTA_CODE_VERSIONS = sorted(set(proven_versions()) | {v for v in os.environ.get
                              key=lambda v: [int(x) for x in v.split(".")], reverse=True)
 LOCAL_MODEL = "fake-gpt"
 PROOFS = ("moved", "listed", "answers", "resumes", "idempotent", "from_backup")
-PASSED: dict[str, set[str]] = defaultdict(set)
+PASSED: dict[str, set[str]] = defaultdict(set)  # this process's: the module stays on one xdist worker
+pytestmark = pytest.mark.xdist_group("move_to_local")  # with --dist loadgroup, in order, beside PASSED
 
 
 @dataclass

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 from pytest_letta_compat.postgres.client import pg_dump
-from pytest_letta_compat.rest.agents import create_agent, insert_passage, send_message
+from pytest_letta_compat.rest.agents import create_agent, empty_archive, insert_passage, send_message
 
 OLD = "0.11.3"
 SECRET = "tok-" + secrets.token_hex(12)  # the tool env var's value: must never be printed or written
@@ -74,9 +74,7 @@ def seed(letta_backend, letta_server_factory, letta_fake_llm, dump: Path) -> tup
             client.patch(f"/v1/agents/{agent['id']}", json={"name": final}).raise_for_status()
             agents[key] = agent["id"]
         # an archive left empty (0.11.x deletes passages for good): 0.13.0's migration gives it letta-free
-        stored = client.post(f"/v1/agents/{agents['slash']}/archival-memory",
-                             json={"text": "a passage deleted before the upgrade"}).raise_for_status()
-        client.delete(f"/v1/agents/{agents['slash']}/archival-memory/{stored.json()[0]['id']}").raise_for_status()
+        empty_archive(client, agents['slash'])
         tool = client.post("/v1/tools/", json={"source_code": TOOL_SOURCE})
         tool.raise_for_status()
         secretive = create_agent(client, "tool-user", letta_fake_llm.base_url,

@@ -31,7 +31,7 @@ from ..cache import locked
 from ..paths import atomic_path
 from ..provision.fake_llm import FakeLLM
 from ..provision.procs import free_port
-from ..rest.agents import create_agent, insert_passage, send_message
+from ..rest.agents import create_agent, empty_archive, insert_passage, send_message
 from .backup import backup
 from .redirect import redirect_to_fake_llm
 from .upgrade import UpgradeRequest, apply_upgrade
@@ -175,11 +175,8 @@ class UpgradePath:
                 backup(seeding.url, self.backup_dir, api_key=self.password, dsn=seeding.dsn, progress=progress)
                 # archival last: on a fresh 0.16.2 the first request after the first archival insert can hang
                 # 60 s in asyncpg's connect and answer 500 (Letta's process loses the socket's epoll registration)
-                if Version(self.from_version) < ARCHIVE_EMBEDDING_BACKFILL:  # an archive left empty (hard delete)
-                    stored = client.post(f"/v1/agents/{self.agents[EMPTIED_ARCHIVE]}/archival-memory",
-                                         json={"text": "a passage deleted before the upgrade"}).raise_for_status()
-                    client.delete(f"/v1/agents/{self.agents[EMPTIED_ARCHIVE]}/archival-memory/"
-                                  f"{stored.json()[0]['id']}").raise_for_status()
+                if Version(self.from_version) < ARCHIVE_EMBEDDING_BACKFILL:
+                    empty_archive(client, self.agents[EMPTIED_ARCHIVE])
                 insert_passage(client, self.agents["long-history"], ARCHIVAL_TEXT)
         finally:
             seeding.stop()  # the database is copied next: nothing may be connected to it

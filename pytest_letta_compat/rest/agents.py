@@ -50,6 +50,14 @@ def send_message(client: httpx.Client, agent_id: str, text: str) -> dict:
     return resp.json()
 
 
+def empty_archive(client: httpx.Client, agent_id: str) -> None:
+    """Leave the agent an archive with no passage, as an operator who deleted its memories does:
+    one passage stored (the archive is made then), then deleted (for good, before 0.13.0)."""
+    stored = client.post(f"/v1/agents/{agent_id}/archival-memory",
+                         json={"text": "a passage deleted before the upgrade"}).raise_for_status()
+    client.delete(f"/v1/agents/{agent_id}/archival-memory/{stored.json()[0]['id']}").raise_for_status()
+
+
 def insert_passage(client: httpx.Client, agent_id: str, text: str) -> None:
     """Add ``text`` to the agent's archival memory. When Letta's known stall answers it 500 after
     ~60 s and the passage was not stored, it is sent once more, with a warning naming the stall (a

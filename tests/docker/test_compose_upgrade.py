@@ -217,15 +217,20 @@ class Client(threading.Thread):
             time.sleep(0.5)
 
 
+def apply_argv(stack: Stack, backup: Path, cache: Path) -> list[str]:
+    """``letta-compat upgrade --compose FILE --to NEW --backup DIR --apply``, to run as a process of its own."""
+    return [sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(cache), "upgrade", "--compose",
+            str(stack.file), "--to", NEW, "--backup", str(backup), "--apply"]
+
+
 def upgrade_watched(stack: Stack, backup: Path, agent_id: str, *, cache: Path) -> tuple[int, list, list]:
     """``upgrade --compose --apply`` with a client polling the stack throughout: (exit status,
     [(time, line printed)], the client's ``seen``)."""
-    argv = [sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(cache), "upgrade", "--compose",
-            str(stack.file), "--to", NEW, "--backup", str(backup), "--apply"]
     client = Client(stack, agent_id)
     client.start()
     try:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(apply_argv(stack, backup, cache), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
         lines = [(time.monotonic(), line) for line in proc.stdout]
         proc.wait(timeout=60)
     finally:
@@ -323,10 +328,8 @@ def test_a_run_killed_mid_migration_is_undone_by_the_next_run(stack_factory, let
     stack = stack_factory("killed", pin_in_env=True)
     seeded = seed(stack)
     work = tmp_path / "backup"
-    argv = [sys.executable, "-m", "pytest_letta_compat.cli.main", "--cache-dir", str(letta_backend.cache), "upgrade",
-            "--compose", str(stack.file), "--to", NEW, "--backup", str(work), "--apply"]
-    killed = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              start_new_session=True)
+    killed = subprocess.Popen(apply_argv(stack, work, letta_backend.cache), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 600
     while not alembic_running_in(killed.pid):
         assert killed.poll() is None and time.monotonic() < deadline, killed.stdout.read()

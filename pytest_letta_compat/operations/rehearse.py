@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -285,7 +286,6 @@ class Rehearsal:
         self.say(f"== Letta {target}")
         image_db = self.copy(SOURCE_DB, f"image_{target}", schema)
         log = self.workdir / f"alembic-{target}.log"
-        results = {path: PathResult(path) for path in PATHS}
         began = time.monotonic()
         try:
             upgrade_to_release(self.dsn(image_db), target, self.request.cache, log_path=log,
@@ -294,11 +294,9 @@ class Rehearsal:
             with self.cluster.connect(image_db) as conn:
                 now = LettaDatabase.revision(conn, schema)
             kept = self.keep_log(log, f"alembic-{target}.log")
-            for result in results.values():
-                result.verdict, result.error = "failed", (f"alembic upgrade to {target} failed, the database stopped "
-                                                          f"at {now}: {str(exc).splitlines()[-1][:300]}")
-                result.log = kept
-            self.say(f"image: {results['image'].error}")
+            error = f"alembic upgrade to {target} failed, the database stopped at {now}: {str(exc).splitlines()[-1][:300]}"
+            results = {path: PathResult(path, verdict="failed", error=error, log=kept) for path in PATHS}
+            self.say(f"image: {error}")
             found = {"version": target, "paths": {p: r.to_json() for p, r in results.items()}}
             if self.request.letta_code:
                 found["letta_code"] = [{"version": v, "verdict": "fails", "evidence": "not run: the migration failed"}
@@ -311,15 +309,15 @@ class Rehearsal:
         for line in notes:
             self.say(f"alembic: {line}")
         compat_db = self.copy(image_db, f"compat_{target}", schema)
-        fixed = run_fixups(LettaDatabase(self.dsn(compat_db)), apply=True)
-        results["letta-compat"].fixups = [str(r) for r in fixed]
+        fixed = tuple(str(r) for r in run_fixups(LettaDatabase(self.dsn(compat_db)), apply=True))
+        results = {}
         for path, name in (("image", image_db), ("letta-compat", compat_db)):
-            result = results[path]
-            result.migration_seconds, result.migration_notes = seconds, list(notes)
-            for line in result.fixups:
+            migrated = PathResult(path, migration_seconds=seconds, migration_notes=tuple(notes),
+                                  fixups=fixed if path == "letta-compat" else ())
+            for line in migrated.fixups:
                 if "nothing to do" not in line:
                     self.say(f"{path}: fix-up {line}")
-            self.check_path(target, name, schema, before, result)
+            results[path] = self.check_path(target, name, schema, before, migrated)
             if self.request.keep:
                 self.kept[(target, path)] = name
             else:
@@ -332,23 +330,25 @@ class Rehearsal:
                 for v in self.request.letta_code]
         return found
 
-    def check_path(self, target: str, name: str, schema: str, before: Inventory, result: PathResult) -> None:
+    def check_path(self, target: str, name: str, schema: str, before: Inventory, migrated: PathResult) -> PathResult:
+        """The path's copy checked against ``target``: its schema, then the target started on it,
+        every agent compared, a sample talked to, and Letta Code turns (letta-compat path)."""
+        path = migrated.path
         schema_report = check_database(self.dsn(name), target, self.request.cache)
-        result.schema_ready = schema_report.ready
-        result.schema_problems = [str(p) for p in schema_report.problems]
-        self.say(f"{result.path}: schema check against {target}: "
+        checked = replace(migrated, schema_ready=schema_report.ready,
+                          schema_problems=tuple(str(p) for p in schema_report.problems))
+        self.say(f"{path}: schema check against {target}: "
                  + ("ready" if schema_report.ready else f"{len(schema_report.problems)} problem(s)"))
         began = time.monotonic()
         try:
             stack = self.backend.start_server(target, database=name)
         except LettaCompatError as exc:
-            result.verdict, result.error = "failed", f"Letta {target} did not start: {str(exc).splitlines()[0][:300]}"
-            self.say(f"{result.path}: {result.error}")
-            result.agents = [{"id": a.id, "name": a.name, "verdict": "lost", "before": a.summary(), "after": None,
-                              "differences": ["server: the target did not start on this copy"]}
-                             for a in before.agents.values()]
-            return
-        result.server_started, result.server_seconds = True, time.monotonic() - began
+            error = f"Letta {target} did not start: {str(exc).splitlines()[0][:300]}"
+            self.say(f"{path}: {error}")
+            return replace(checked, verdict="failed", error=error, agents=tuple(
+                {"id": a.id, "name": a.name, "verdict": "lost", "before": a.summary(), "after": None,
+                 "differences": ["server: the target did not start on this copy"]} for a in before.agents.values()))
+        checked = replace(checked, server_started=True, server_seconds=time.monotonic() - began)
         try:
             with self.cluster.connect(name) as conn:
                 base = sql_inventory(conn, schema)
@@ -356,22 +356,26 @@ class Rehearsal:
                 return self.connect_copy(name, schema)
 
             with LettaAPI(stack.url, api_key=stack.password) as api:
-                after = api_inventory(api, base)
-                compare(before, after, result)
-                exchange(api, connect, before, result, self.request.sample)
-            if result.path == "letta-compat" and self.request.letta_code:
+                compared = compare(before, api_inventory(api, base))
+                checked = replace(checked, agents=compared.agents, not_checked=compared.not_checked,
+                                  server_differences=compared.server_differences, verdict=compared.verdict)
+                talked = exchange(api, connect, before, compared.agents, self.request.sample)
+                checked = replace(checked, exchange=talked, verdict="changed" if checked.verdict == "intact" and not
+                                  all(e["ok"] for e in talked) else checked.verdict)
+            if path == "letta-compat" and self.request.letta_code:
                 self.letta_code_runs[target] = [
-                    letta_code_turn(self.letta_code_installs[version], version, target, stack, connect, result,
+                    letta_code_turn(self.letta_code_installs[version], version, target, stack, connect, checked,
                                     self.fake.requests, self.workdir, self.say)
                     for version in self.request.letta_code]
         except LettaCompatError as exc:
-            result.verdict, result.error = "failed", f"reading Letta {target}: {str(exc).splitlines()[0][:300]}"
+            checked = replace(checked, verdict="failed", error=f"reading Letta {target}: {str(exc).splitlines()[0][:300]}")
         finally:
             stack.stop()
-        if result.verdict != "intact":  # a person reads what went wrong: its log outlives the rehearsal
-            result.log = self.keep_log(stack.log_path, f"{result.path}-{target}-letta-server.log")
-        counts = ", ".join(f"{n} {v}" for v, n in sorted(result.counts().items()))
-        self.say(f"{result.path}: {counts or 'no agents'}; verdict {result.verdict}")
+        if checked.verdict != "intact":  # a person reads what went wrong: its log outlives the rehearsal
+            checked = replace(checked, log=self.keep_log(stack.log_path, f"{path}-{target}-letta-server.log"))
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(checked.counts().items()))
+        self.say(f"{path}: {counts or 'no agents'}; verdict {checked.verdict}")
+        return checked
 
     # -- Letta Code ------------------------------------------------------------------------
     def install_letta_code(self) -> None:

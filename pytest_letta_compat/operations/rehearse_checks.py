@@ -1,6 +1,7 @@
 """The rehearsal's comparing stage, on one upgraded copy with its target server running: every
 agent against its state before, one real message with a sample of agents, and a headless
-Letta Code turn that resumes an agent of the dump. Each fills the path's ``PathResult``."""
+Letta Code turn that resumes an agent of the dump. Each returns what it found; the rehearsal
+puts it into the path's (frozen) ``PathResult``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -29,25 +31,37 @@ def stored_messages(connect: Connect, agent_id: str) -> int:
     return count
 
 
-def compare(before: Inventory, after: Inventory, result: PathResult) -> None:
+@dataclass(frozen=True)
+class Comparison:
+    """Every agent of the dump against its state on the upgraded copy, and the server's settings."""
+    agents: tuple[dict, ...]
+    not_checked: tuple[str, ...]
+    server_differences: tuple[str, ...]
+
+    @property
+    def verdict(self) -> str:
+        verdicts = {a["verdict"] for a in self.agents}
+        if "lost" in verdicts:
+            return "lost"
+        return "changed" if "changed" in verdicts or self.server_differences else "intact"
+
+
+def compare(before: Inventory, after: Inventory) -> Comparison:
+    agents: list[dict] = []
+    unchecked: list[str] = []
     for agent_id, was in before.agents.items():
         now = after.agents.get(agent_id)
         verdict, diffs = compare_agent(was, now)
-        result.agents.append({"id": agent_id, "name": was.name, "verdict": verdict, "before": was.summary(),
-                              "after": now.summary() if now else None, "differences": diffs})
-        result.not_checked += [f"agent {was.name!r}: {line}" for line in not_checked(was, now)]
-    result.server_differences = compare_server(before.server, after.server)
-    verdicts = {a["verdict"] for a in result.agents}
-    if "lost" in verdicts:
-        result.verdict = "lost"
-    elif "changed" in verdicts or result.server_differences:
-        result.verdict = "changed"
+        agents.append({"id": agent_id, "name": was.name, "verdict": verdict, "before": was.summary(),
+                       "after": now.summary() if now else None, "differences": diffs})
+        unchecked += [f"agent {was.name!r}: {line}" for line in not_checked(was, now)]
+    return Comparison(tuple(agents), tuple(unchecked), tuple(compare_server(before.server, after.server)))
 
 
-def sample(before: Inventory, result: PathResult, size: int) -> list:
+def sample(before: Inventory, compared: tuple[dict, ...], size: int) -> list:
     """The agents to talk to: the longest history, an odd name, one with secrets, then others."""
     present = [a for a in before.agents.values()
-               if any(r["id"] == a.id and r["verdict"] in ("intact", "changed") for r in result.agents)]
+               if any(r["id"] == a.id and r["verdict"] in ("intact", "changed") for r in compared)]
     picks: list = []
     for chooser in (lambda a: a.stored_messages, lambda a: not re.fullmatch(r"[A-Za-z0-9 _-]+", a.name),
                     lambda a: bool(a.env_vars)):
@@ -63,9 +77,11 @@ def sample(before: Inventory, result: PathResult, size: int) -> list:
     return picks[:size]
 
 
-def exchange(api: LettaAPI, connect: Connect, before: Inventory, result: PathResult, size: int) -> None:
+def exchange(api: LettaAPI, connect: Connect, before: Inventory, compared: tuple[dict, ...],
+             size: int) -> tuple[dict, ...]:
     """One real message (fake LLM) with a sample of the agents; each answered and stored, or not."""
-    for agent in sample(before, result, size):
+    entries = []
+    for agent in sample(before, compared, size):
         stored = stored_messages(connect, agent.id)
         entry = {"id": agent.id, "name": agent.name, "ok": False, "detail": ""}
         try:
@@ -80,9 +96,8 @@ def exchange(api: LettaAPI, connect: Connect, before: Inventory, result: PathRes
                                f"(the new turn was not kept)")
         except LettaAPIError as exc:
             entry["detail"] = f"failed: {str(exc)[:300]}"
-        result.exchange.append(entry)
-        if not entry["ok"] and result.verdict == "intact":
-            result.verdict = "changed"
+        entries.append(entry)
+    return tuple(entries)
 
 
 def letta_code_turn(install, version: str, target: str, stack, connect: Connect, result: PathResult,

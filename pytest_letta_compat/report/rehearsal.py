@@ -20,22 +20,24 @@ PATHS = ("image", "letta-compat")
 TITLE = "Letta upgrade rehearsal"
 
 
-@dataclass
+@dataclass(frozen=True)
 class PathResult:
+    """One path's outcome on one target, built once by the rehearsal's stages (restore, migrate,
+    fix up, check) and never changed afterwards: a later stage makes a new one (``replace``)."""
     path: str
     verdict: str = "intact"  # intact | changed | lost | failed
     error: str | None = None
     migration_seconds: float | None = None
-    migration_notes: list[str] = field(default_factory=list)  # what Letta's data-encryption backfills did
-    fixups: list[str] = field(default_factory=list)
+    migration_notes: tuple[str, ...] = ()  # what Letta's data-encryption backfills did
+    fixups: tuple[str, ...] = ()
     schema_ready: bool | None = None
-    schema_problems: list[str] = field(default_factory=list)
+    schema_problems: tuple[str, ...] = ()
     server_started: bool = False
     server_seconds: float | None = None
-    agents: list[dict] = field(default_factory=list)
-    server_differences: list[str] = field(default_factory=list)
-    exchange: list[dict] = field(default_factory=list)
-    not_checked: list[str] = field(default_factory=list)
+    agents: tuple[dict, ...] = ()
+    server_differences: tuple[str, ...] = ()
+    exchange: tuple[dict, ...] = ()
+    not_checked: tuple[str, ...] = ()
     log: str | None = None
 
     def counts(self) -> dict[str, int]:
@@ -45,7 +47,7 @@ class PathResult:
         return found
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
         data.pop("path")
         data["counts"] = self.counts()
         return data

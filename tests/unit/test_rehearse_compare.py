@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pytest_letta_compat.errors import LettaCompatError
-from pytest_letta_compat.operations.inventory import AgentFacts, Secret, compare_agent, compare_server, not_checked
+from pytest_letta_compat.operations.inventory import (AgentFacts, Inventory, Secret, compare_agent, compare_server,
+                                                      not_checked)
+from pytest_letta_compat.operations.rehearse_checks import compare
+from pytest_letta_compat.report.rehearsal import PathResult
 from pytest_letta_compat.operations.rehearse_source import dump_format, dump_revision, plain_dump_facts
 
 
@@ -115,3 +120,29 @@ def test_dump_formats(tmp_path):
     other.write_text("CREATE TABLE public.orders (id integer);\n")
     with pytest.raises(LettaCompatError, match="not a dump of a Letta database"):
         plain_dump_facts(other)
+
+
+def inventory(*agents: AgentFacts, **server) -> Inventory:
+    return Inventory(agents={a.id: a for a in agents}, server={"tools": ["roll_dice"], **server}, via="api")
+
+
+@pytest.mark.parametrize("after, verdict", [
+    (inventory(facts(), facts(id="agent-2", name="helper")), "intact"),
+    (inventory(facts(), facts(id="agent-2", name="helper", sources=0)), "changed"),
+    (inventory(facts(), facts(id="agent-2", name="helper"), tools=[]), "changed"),  # the server's tools only
+    (inventory(facts(id="agent-2", name="helper")), "lost"),
+    (inventory(facts(name="AI_ML Expert")), "lost"),  # one renamed, one gone: lost wins
+])
+def test_a_paths_verdict_is_its_worst_agent_or_a_server_difference(after, verdict):
+    compared = compare(inventory(facts(), facts(id="agent-2", name="helper")), after)
+    assert compared.verdict == verdict
+    assert [a["id"] for a in compared.agents] == ["agent-1", "agent-2"]  # every agent of the dump, in order
+    assert bool(compared.server_differences) == ("tools" not in after.server or after.server["tools"] == [])
+
+
+def test_a_path_result_cannot_be_changed_once_made():
+    made = PathResult("image", agents=({"id": "agent-1", "verdict": "intact"},))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.verdict = "lost"  # type: ignore[misc]
+    assert made.to_json()["agents"] == [{"id": "agent-1", "verdict": "intact"}]
+    assert made.to_json()["counts"] == {"intact": 1}

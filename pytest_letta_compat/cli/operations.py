@@ -12,6 +12,14 @@ from ..errors import LettaCompatError
 from .. import versions
 
 
+def encryption_key_option(args: argparse.Namespace) -> str | None:
+    """The key ``--encryption-key-env NAME`` names (a registered secret), or None without the option;
+    an unset or empty variable is one line naming the option, before anything runs."""
+    from ..provision.alembic import encryption_key_from
+
+    return encryption_key_from(args.encryption_key_env) if args.encryption_key_env is not None else None
+
+
 def _server_args(p: argparse.ArgumentParser, *, or_compose: bool = False) -> None:
     """``--url`` (required, unless the command also takes ``--compose``) and ``--api-key``."""
     p.add_argument("--url", required=not or_compose, default=None,
@@ -197,7 +205,8 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
         raise LettaCompatError(DSN_MISSING)
     request = UpgradeRequest(args.from_version, args.to_version, args.dsn, args.url, Path(args.backup),
                              cache_root(args.cache_dir), api_key=_api_key(args), strategy=args.strategy,
-                             encryption_key_env=args.encryption_key_env)
+                             encryption_key=encryption_key_option(args),
+                             encryption_key_source=f"${args.encryption_key_env}")
     if not args.apply:
         print(format_plan(assess(request)))
         print("Dry run: nothing was changed. Add --apply to carry out the steps up to the switch "

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import redact
 from ..matrix.model import BACKENDS
 from .. import versions
+from .operations import encryption_key_option
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
@@ -19,7 +20,8 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
     request = RehearsalRequest(targets=args.to, cache=cache_root(args.cache_dir),
                                dump=Path(args.dump) if args.dump else None, dsn=args.dsn,
-                               encryption_key_env=args.encryption_key_env, letta_code=args.letta_code or [],
+                               encryption_key=encryption_key_option(args),
+                               letta_code=args.letta_code or [],
                                sample=args.sample, postgres_major=args.postgres, backend=args.backend)
     report = rehearse(request, progress=lambda line: print(redact(line), file=sys.stderr, flush=True))
     for line in format_report(report):

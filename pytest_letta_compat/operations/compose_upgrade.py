@@ -40,7 +40,6 @@ Progress = Callable[[str], None]
 STATE_FILE = "compose-upgrade.json"
 PIN_BEFORE = "pin.before-upgrade"  # the pin's line as it was
 UNFINISHED = ("stopped", "pinned", "rollback-failed")  # phases after which the stack may be down or half-migrated
-ENCRYPTION_KEY_VARIABLE = "LETTA_COMPAT_STACK_ENCRYPTION_KEY"  # the stack's key, for alembic's environment only
 
 
 class ComposeUpgradeError(ComposeStackError):
@@ -122,12 +121,9 @@ class ComposeUpgrade:
 
     def _upgrade_request(self, dsn: str, url: str) -> UpgradeRequest:
         d = self.deployment
-        key_env = None
-        if d.encryption_key:  # UpgradeRequest takes the key by the name of a variable that holds it
-            os.environ[ENCRYPTION_KEY_VARIABLE] = d.encryption_key
-            key_env = ENCRYPTION_KEY_VARIABLE
-        return UpgradeRequest(d.version, self.request.to_version, dsn, url, self.backup,
-                              self.request.cache, api_key=d.password, encryption_key_env=key_env)
+        return UpgradeRequest(d.version, self.request.to_version, dsn, url, self.backup, self.request.cache,
+                              api_key=d.password, encryption_key=d.encryption_key,
+                              encryption_key_source=f"service `{d.service}` of {d.file.name}")
 
     def _stack_facts(self, dsn_source: str, url: str | None) -> list[str]:
         d = self.deployment
@@ -153,7 +149,7 @@ class ComposeUpgrade:
             lines = self._stack_facts(self._reached(commands), commands.letta_url())
             lines.append(format_plan(found))
             if self.request.rehearse:
-                lines += self._rehearsal(dsn, found.request.encryption_key_env)
+                lines += self._rehearsal(dsn, found.request.encryption_key)
             lines.append(f"With --apply: back up, stop `{self.deployment.service}`, migrate, pin "
                          f"{self.request.to_version} in {self.deployment.pin.file.name}, start it with no port "
                          "published, verify every agent, then open its port; on any failure the database, the pin "
@@ -162,7 +158,7 @@ class ComposeUpgrade:
         finally:
             commands.close()
 
-    def _rehearsal(self, dsn: str, encryption_key_env: str | None) -> list[str]:
+    def _rehearsal(self, dsn: str, encryption_key: str | None) -> list[str]:
         """`letta-compat rehearse` on a snapshot of the stack's database (read once, never changed),
         on this machine; its report's lines. ComposeUpgradeError when the letta-compat path is
         not intact: nothing has been changed then."""
@@ -174,7 +170,7 @@ class ComposeUpgrade:
         self.progress(f"rehearsing Letta {self.deployment.version} -> {to} on a snapshot of the stack's database "
                       "(on this machine; the stack is only read)")
         report = rehearse(RehearsalRequest(targets=[to], cache=self.request.cache, dsn=dsn,
-                                           encryption_key_env=encryption_key_env), progress=self.progress)
+                                           encryption_key=encryption_key), progress=self.progress)
         lines = list(format_report(report))
         if not report.intact:
             raise RehearsalNotIntact("\n".join(lines) + f"\nThe rehearsal of {to} on a snapshot of this stack's "
@@ -217,7 +213,7 @@ class ComposeUpgrade:
         dsn = commands.database_dsn()
         request = self._upgrade_request(dsn, url)
         if self.request.rehearse:
-            for line in self._rehearsal(dsn, request.encryption_key_env):
+            for line in self._rehearsal(dsn, request.encryption_key):
                 progress(line)
         progress(f"1/7 backup: every agent of {url} and the database into {self.backup}")
         ensure_backup(assess(request, with_backup=False), progress)

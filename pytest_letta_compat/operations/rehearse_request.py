@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import versions
-from ..errors import LettaCompatError
-from ..provision.alembic import encryption_key_from
+from ..errors import LettaCompatError, register_secret
 from .database import LettaDatabase
 
 
@@ -18,7 +17,7 @@ class RehearsalRequest:
     cache: Path
     dump: Path | None = None
     dsn: str | None = None
-    encryption_key_env: str | None = None
+    encryption_key: str | None = field(default=None, repr=False)  # the server's LETTA_ENCRYPTION_KEY, for alembic
     letta_code: list[str] = field(default_factory=list)  # Letta Code versions that resume an agent of the dump
     sample: int = 3
     workdir: Path | None = None
@@ -40,8 +39,7 @@ class RehearsalRequest:
             if versions.server_release(target) is None:
                 raise LettaCompatError(f"--to {target!r} is not a Letta server release this tool knows. Allowed: "
                                        f"{', '.join(versions.known_server_versions())}.")
-        if self.encryption_key_env is not None:
-            encryption_key_from(self.encryption_key_env)  # unset or empty: one line, before anything runs
+        register_secret(self.encryption_key)
         for version in self.letta_code:
             if not versions.is_known_letta_code(version):
                 from ..versions_letta_code import refusal
@@ -58,7 +56,3 @@ class RehearsalRequest:
                                        "letta_db pg_dump -U letta -Fc letta > letta.dump`.")
         if self.dsn is not None:
             LettaDatabase(self.dsn)  # a malformed DSN fails here, one line, password masked
-
-    @property
-    def encryption_key(self) -> str | None:
-        return encryption_key_from(self.encryption_key_env) if self.encryption_key_env else None

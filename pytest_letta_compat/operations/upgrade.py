@@ -23,7 +23,7 @@ from psycopg import sql
 from .. import versions
 from ..errors import LettaCompatError, redact, register_secret
 from ..provision.install import ensure_migration_scripts
-from ..provision.alembic import backfill_notes, encryption_key_from, upgrade_to_release
+from ..provision.alembic import backfill_notes, upgrade_to_release
 from .backup import backup
 from .database import Layout, LettaDatabase
 from .fixups import FixupResult, run_fixups
@@ -46,18 +46,14 @@ class UpgradeRequest:
     cache: Path
     api_key: str | None = None
     strategy: str = "in-place"
-    encryption_key_env: str | None = None  # the variable holding the server's LETTA_ENCRYPTION_KEY
+    encryption_key: str | None = field(default=None, repr=False)  # the server's LETTA_ENCRYPTION_KEY, for alembic
+    encryption_key_source: str = "--encryption-key-env"  # where it came from, as the plan names it
 
     def __post_init__(self) -> None:
         self.backup_dir = Path(self.backup_dir)
         self.url = self.url.rstrip("/")
         register_secret(self.api_key)
-        if self.encryption_key_env is not None:
-            encryption_key_from(self.encryption_key_env)  # unset or empty: one line, before anything runs
-
-    @property
-    def encryption_key(self) -> str | None:
-        return encryption_key_from(self.encryption_key_env) if self.encryption_key_env else None
+        register_secret(self.encryption_key)
 
 
 @dataclass
@@ -286,9 +282,9 @@ def format_plan(found: Assessment) -> str:
         steps.append(("migrate", f"alembic upgrade {target}: {len(plan.pending)} revisions{resuming(plan)}, with the "
                                  f"scripts of the letta-{versions.MIGRATIONS_SOURCE} sdist, as the official image "
                                  "runs them at start; " + (
-                                     f"LETTA_ENCRYPTION_KEY from ${request.encryption_key_env} in alembic's "
+                                     f"LETTA_ENCRYPTION_KEY from {request.encryption_key_source} in alembic's "
                                      "environment (Letta's data-encryption backfills run)"
-                                     if request.encryption_key_env else
+                                     if request.encryption_key else
                                      "no LETTA_ENCRYPTION_KEY (Letta's data-encryption backfills are skipped; "
                                      "--encryption-key-env NAME passes yours)")))
     else:

@@ -3,13 +3,14 @@ database and its credentials, the project name, and the refusals (one line each)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st
 
-from pytest_letta_compat.errors import LettaCompatError
+from pytest_letta_compat.errors import LettaCompatError, redact
 from pytest_letta_compat.operations.compose_deployment import PinSource, read_deployment
 from pytest_letta_compat.operations.compose_upgrade import ComposeUpgrade, ComposeUpgradeRequest, rewrite_pin
 
@@ -122,3 +123,15 @@ def test_the_pin_in_a_private_dotenv_is_rewritten_and_stays_private(tmp_path):
     assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
     kept = (backup / "pin.before-upgrade").read_text()
     assert kept.endswith(":3: LETTA_VERSION=0.11.3\n") and "s3cret-pw" not in kept  # the line, never the passwords
+
+
+def test_the_stacks_encryption_key_goes_to_the_request_not_into_our_environment(tmp_path):
+    key = "stack-key-" + "5e1f" * 6
+    upgrade = ComposeUpgrade(ComposeUpgradeRequest(stack(tmp_path, env=f"LETTA_VERSION=0.11.3\nLETTA_ENCRYPTION_KEY={key}\n"),
+                                                   "0.16.8", tmp_path / "b", tmp_path / "cache"))
+    before = dict(os.environ)
+    request = upgrade._upgrade_request("postgresql://letta:s3cret-pw@127.0.0.1:9/letta", "http://127.0.0.1:9")
+    assert request.encryption_key == key
+    assert request.encryption_key_source == "service `letta_server` of compose.yaml"
+    assert dict(os.environ) == before  # alembic gets the key in its own environment, not in ours
+    assert key not in repr(request) and key not in redact(f"alembic said {key}")

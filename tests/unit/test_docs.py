@@ -79,7 +79,8 @@ def test_ci_runs_the_readme_test_command():
 
 def test_docker_docs_show_the_docker_job_ci_runs():
     ci_lines = [line.strip() for line in CI_RUN.read_text(encoding="utf-8").splitlines()]
-    docker_job = [line for line in ci_lines if line.startswith(".venv/bin/pip install -e '.[test,docker]'")]
+    docker_job = [line for line in ci_lines
+                  if line.startswith("python3 -m venv .venv && .venv/bin/pip install -e '.[test,docker]'")]
     assert len(docker_job) == 1, "expected one docker-job line in .ci/run"
     shown = [line.strip() for body in blocks(DOCS / "docker.md", "bash") for line in body.splitlines()]
     assert docker_job[0] in shown, "docs/docker.md must show the docker job exactly as .ci/run runs it"

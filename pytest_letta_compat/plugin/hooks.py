@@ -38,6 +38,7 @@ from ..matrix.model import CHECKS, LettaCodePair, Matrix, ServerEntry, UpgradeEn
 from ..cache import cache_root
 from . import suite_collector
 from .xdist_scheduling import pytest_xdist_make_scheduler  # noqa: F401 - a hook, registered with this module
+from .xdist_scheduling import write_groups_into_ids
 from .reporting import ReportCollector, server_log_section, server_start_line
 from . import prestart, progress, settings
 from ..matrix.shards import shard_of
@@ -203,6 +204,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"declared in {matrix.path}: {known.reason}"))
     suite_collector.select(config, items)
     _apply_shard(config, items)
+    write_groups_into_ids(config, [item for item in items if _entry_of(item) is None])
 
 
 def _shard_key(item: pytest.Item) -> str | None:

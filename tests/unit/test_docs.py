@@ -24,7 +24,7 @@ README_LIMIT = 12_000
 MAIN_JOB = ("python3 -m venv .venv && .venv/bin/pip install -e . && "
             ".venv/bin/pytest --letta-matrix matrices/default.toml --letta-suite-only -n auto --dist loadgroup")
 TEST_COMMAND = ("python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && "
-                ".venv/bin/pytest --letta-matrix matrices/ci.toml --letta-suite")
+                ".venv/bin/pytest --letta-matrix matrices/ci.toml --letta-suite -n auto --dist loadgroup")
 
 # Pages that other contributors write at the same time as these docs. Links to them are
 # allowed to dangle until they land; every other link must resolve. Once a page exists its

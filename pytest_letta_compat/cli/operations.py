@@ -206,7 +206,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     request = UpgradeRequest(args.from_version, args.to_version, args.dsn, args.url, Path(args.backup),
                              cache_root(args.cache_dir), api_key=_api_key(args), strategy=args.strategy,
                              encryption_key=encryption_key_option(args),
-                             encryption_key_source=f"${args.encryption_key_env}")
+                             encryption_key_source=f"${args.encryption_key_env}" if args.encryption_key_env else "")
     if not args.apply:
         print(format_plan(assess(request)))
         print("Dry run: nothing was changed. Add --apply to carry out the steps up to the switch "

@@ -38,6 +38,23 @@ _OLD_SERVER_LETTA_CODE = (
     "and the CLI exits 1 before its first turn",
 )
 
+# Breakages of the server releases themselves that the shipped suite checks (docs/breakages.md):
+# (releases, check, reason), written into every matrix whose releases they touch, as the shipped
+# matrices declare them (tests/unit/test_init.py holds the two to the same text), so an operator
+# who does not use the broken feature still gets a green gate.
+RELEASE_INCOMPATIBILITIES = (
+    (">=0.16.2", "ollama",
+     "letta#3142: with OLLAMA_BASE_URL=http://host:11434 (no /v1) a new agent on ollama/<model> answers 404 page "
+     "not found: its chat goes to <OLLAMA_BASE_URL>/chat/completions. Created by handle on 0.16.4 (0.16.2: 400 "
+     "already, OllamaProvider.default_prompt_formatter missing; fixed for handles in 0.16.5, which appends /v1); "
+     "created with the llm_config GET /v1/models/ lists (as the ADE does) on every release from 0.16.2 to 0.16.8, "
+     "whose listing keeps the raw base_url. Workaround from 0.16.4: OLLAMA_BASE_URL ending in /v1"),
+    ("==0.16.2", "ollama_v1",
+     "letta#3142: on 0.16.2 a new agent on ollama/<model> cannot be created by handle even with OLLAMA_BASE_URL "
+     "ending in /v1: POST /v1/agents/ answers 400 (OllamaProvider.default_prompt_formatter 'Field required', "
+     "fixed in 0.16.4 by letta 647283413). Created with the llm_config GET /v1/models/ lists, the agent answers"),
+)
+
 
 class InitError(LettaCompatError):
     """``init`` was asked for something it cannot write."""
@@ -121,6 +138,10 @@ def matrix_text(d: Deployment) -> str:
     ]
     for new in d.newer_releases:
         lines += ["", "[[upgrade]]", f"from = {q(d.version)}", f"to = {q(new)}"]
+    for spec, check, reason in RELEASE_INCOMPATIBILITIES:
+        if any(Version(v) in SpecifierSet(spec) for v in (d.version, *d.newer_releases)):
+            lines += ["", "[[known_incompatibility]]", f"server = {q(spec)}", f"check = {q(check)}",
+                      f"reason = {q(reason)}"]
     if d.letta_code:
         for code in d.letta_code:
             lines += ["", "[[letta_code]]", f"version = {q(code)}"]

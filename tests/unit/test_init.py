@@ -70,6 +70,15 @@ def test_a_written_matrix_is_valid_and_pinned_to_the_current_version(version, se
     for code in letta_code:  # Letta Code on a 0.11.x server is declared, not left to fail
         declared = matrix.incompatibility("letta_code", version, code) is not None
         assert declared == (Version(version) < Version("0.12"))
+    for release in [version, *newer]:  # letta#3142, as the shipped matrices declare it
+        assert (matrix.incompatibility("ollama", release, None) is not None) == (Version(release) >= Version("0.16.2"))
+        assert (matrix.incompatibility("ollama_v1", release, None) is not None) == (release == "0.16.2")
+
+
+def test_init_declares_the_release_breakages_as_the_shipped_matrices_do():
+    shipped = load_matrix(Path(__file__).resolve().parents[2] / "matrices" / "default.toml")
+    declared = {(str(k.server), k.check, k.reason) for k in shipped.known_incompatibilities if k.letta_code is None}
+    assert set(scaffold.RELEASE_INCOMPATIBILITIES) == declared
 
 
 def test_the_workflow_runs_the_gate_on_compose_changes_with_a_command_the_cli_accepts(repo, capsys):

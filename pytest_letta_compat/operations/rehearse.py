@@ -51,7 +51,7 @@ from .database import LettaDatabase
 from .fixups import run_fixups
 from .inventory import Inventory, api_inventory, sql_inventory
 from .redirect import redirect_to_fake_llm
-from .rehearse_checks import compare, exchange, letta_code_turn
+from .rehearse_checks import after_exchange, compare, exchange, letta_code_turn
 from .rehearse_request import RehearsalRequest
 from .rehearse_source import DumpFacts, Standing, reachable_targets, read_dump, where_it_stands
 
@@ -360,8 +360,7 @@ class Rehearsal:
                 checked = replace(checked, agents=compared.agents, not_checked=compared.not_checked,
                                   server_differences=compared.server_differences, verdict=compared.verdict)
                 talked = exchange(api, connect, before, compared.agents, self.request.sample)
-                checked = replace(checked, exchange=talked, verdict="changed" if checked.verdict == "intact" and not
-                                  all(e["ok"] for e in talked) else checked.verdict)
+                checked = replace(checked, exchange=talked, verdict=after_exchange(checked.verdict, talked))
             if path == "letta-compat" and self.request.letta_code:
                 self.letta_code_runs[target] = [
                     letta_code_turn(self.letta_code_installs[version], version, target, stack, connect, checked,

@@ -58,6 +58,12 @@ def compare(before: Inventory, after: Inventory) -> Comparison:
     return Comparison(tuple(agents), tuple(unchecked), tuple(compare_server(before.server, after.server)))
 
 
+def after_exchange(verdict: str, entries: tuple[dict, ...]) -> str:
+    """The path's verdict once a sample was talked to: an intact path whose agent did not answer
+    and keep the turn is ``changed``."""
+    return "changed" if verdict == "intact" and not all(e["ok"] for e in entries) else verdict
+
+
 def sample(before: Inventory, compared: tuple[dict, ...], size: int) -> list:
     """The agents to talk to: the longest history, an odd name, one with secrets, then others."""
     present = [a for a in before.agents.values()

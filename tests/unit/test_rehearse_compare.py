@@ -9,7 +9,7 @@ import pytest
 from pytest_letta_compat.errors import LettaCompatError
 from pytest_letta_compat.operations.inventory import (AgentFacts, Inventory, Secret, compare_agent, compare_server,
                                                       not_checked)
-from pytest_letta_compat.operations.rehearse_checks import compare
+from pytest_letta_compat.operations.rehearse_checks import after_exchange, compare
 from pytest_letta_compat.report.rehearsal import PathResult
 from pytest_letta_compat.operations.rehearse_source import dump_format, dump_revision, plain_dump_facts
 
@@ -146,3 +146,13 @@ def test_a_path_result_cannot_be_changed_once_made():
         made.verdict = "lost"  # type: ignore[misc]
     assert made.to_json()["agents"] == [{"id": "agent-1", "verdict": "intact"}]
     assert made.to_json()["counts"] == {"intact": 1}
+
+
+@pytest.mark.parametrize("verdict, oks, expected", [
+    ("intact", [True, True], "intact"),
+    ("intact", [True, False], "changed"),  # an agent that did not answer and keep its turn
+    ("intact", [], "intact"),
+    ("lost", [False], "lost"),  # a worse verdict stays
+])
+def test_a_failed_exchange_turns_an_intact_path_changed(verdict, oks, expected):
+    assert after_exchange(verdict, tuple({"ok": ok} for ok in oks)) == expected
